@@ -1,0 +1,131 @@
+"""The `cnnexp` command. Each subcommand is a Hydra app over the configs shipped in the package."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from cnnexp import __version__
+from cnnexp.config import config_fingerprint, validate_config
+from cnnexp.errors import TrainingInterrupted, UserError
+from cnnexp.runs.naming import find_latest_run, register_resolvers
+from cnnexp.tfds_config_source import register as register_config_source
+
+COMMANDS = {
+    "train": "train a network from a config: cnnexp train [group=option ...] [key=value ...] (-m for sweeps)",
+}
+CONFIG_MODULE = "cnnexp.conf"
+log = logging.getLogger("cnnexp")
+_exit_code = 0  # set by the Hydra task, returned by main() once Hydra is done
+
+
+def _usage() -> str:
+    lines = [f"cnnexp {__version__}: config-driven CNN experiments (Hydra, JAX, Flax NNX)", "",
+             "Usage: cnnexp <command> [args]", "", "Commands:"]
+    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "`cnnexp <command> --help` shows a command's config groups and options."]
+    return "\n".join(lines)
+
+
+def _fail(error: BaseException) -> int:
+    print(f"cnnexp: error: {error}", file=sys.stderr)
+    return getattr(error, "exit_code", 1)
+
+
+def _precompose(overrides: list[str]) -> DictConfig:
+    """Compose the train config outside Hydra's app runner, to catch bad input before a run
+    folder exists and to resolve `resume=latest`. Hydra's own messages become UserErrors."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            cfg = compose("train", overrides=job_overrides)
+            validate_config(cfg)
+            return cfg
+    except (HydraException, OmegaConfBaseException) as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise UserError(message) from None
+
+
+def _resolve_resume(overrides: list[str], cfg: DictConfig) -> list[str]:
+    """Replace `resume=latest` by the folder of the newest run with the same config."""
+    if cfg.resume != "latest":
+        if cfg.resume and not (Path(cfg.resume) / "checkpoints").is_dir():
+            raise UserError(f"resume={cfg.resume}: not a run folder with checkpoints")
+        return overrides
+    latest = find_latest_run(Path(cfg.paths.runs_dir), config_fingerprint(cfg))
+    log.info("resume=latest: %s", latest)
+    return [o for o in overrides if not o.startswith("resume=")] + [f"resume={latest}"]
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+def _train_app(cfg: DictConfig) -> float | None:
+    """Hydra's task: one run (called once per combination in a multirun)."""
+    global _exit_code
+    from cnnexp.training.run import train
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        if multirun and cfg.resume:
+            raise UserError("resume= continues one run; it cannot be combined with -m")
+        summary = train(cfg, run_dir, config_fingerprint(cfg))
+        return summary.get("best_val_accuracy")
+    except TrainingInterrupted as stop:
+        print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}", file=sys.stderr)
+        _exit_code = stop.exit_code
+        sys.exit(_exit_code)  # stops a sweep too: Ctrl-C means stop
+    except UserError as error:
+        _exit_code = max(_exit_code, _fail(error))
+        if not multirun:
+            sys.exit(_exit_code)
+    except Exception:
+        if not multirun:
+            raise
+        # One broken combination must not cost the rest of the sweep; its summary says failed.
+        log.error("run %s failed:\n%s", run_dir, traceback.format_exc())
+        _exit_code = max(_exit_code, 1)
+    return None
+
+
+def _train_command(args: list[str]) -> int:
+    register_resolvers()
+    register_config_source()
+    is_flag = [a.startswith("-") for a in args]
+    if not any(is_flag):  # a plain single run: check it before Hydra creates anything
+        args = _resolve_resume(args, _precompose(args))
+    sys.argv = ["cnnexp train", *args]
+    _train_app()
+    return _exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `cnnexp` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        sys.exit(0 if args else 2)
+    if args[0] == "--version":
+        print(__version__)
+        sys.exit(0)
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        sys.exit(_fail(UserError(f"unknown command {command!r}{hint}; commands: {', '.join(COMMANDS)}")))
+    try:
+        sys.exit(_train_command(rest))
+    except UserError as error:
+        sys.exit(_fail(error))

@@ -1,0 +1,52 @@
+"""Checks on a composed train config, and the fingerprint that identifies "the same config"."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnexp.errors import UserError
+
+# Keys that say where a run lives or how it is shown, not what it computes.
+_NOT_FINGERPRINTED = ("hydra", "resume", "paths")
+_NOT_FINGERPRINTED_DATA = ("data_dir", "source_dir", "download")
+_NOT_FINGERPRINTED_TRAINER = ("progress",)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise a UserError naming the first invalid value; runs before any data is loaded."""
+    checks = [
+        ("trainer.epochs", cfg.trainer.epochs, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        ("trainer.batch_size", cfg.trainer.batch_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+        ("trainer.eval_batch_size", cfg.trainer.eval_batch_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+        ("trainer.log_every_steps", cfg.trainer.log_every_steps, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+        ("trainer.checkpoint_keep", cfg.trainer.checkpoint_keep, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        ("optim.lr", cfg.optim.lr, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        ("optim.weight_decay", cfg.optim.get("weight_decay", 0.0), lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        ("data.val_fraction", cfg.data.val_fraction, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
+        ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ]
+    for key, value, ok, expected in checks:
+        if not ok(value):
+            raise UserError(f"invalid {key}={value!r}: must be {expected}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A short hash of everything in `cfg` that changes what a run computes."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in _NOT_FINGERPRINTED:
+        container.pop(key, None)
+    for key in _NOT_FINGERPRINTED_DATA:
+        container.get("data", {}).pop(key, None)
+    for key in _NOT_FINGERPRINTED_TRAINER:
+        container.get("trainer", {}).pop(key, None)
+    canonical = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

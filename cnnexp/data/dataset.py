@@ -1,0 +1,65 @@
+"""The in-memory dataset the trainer sees, and the split/statistics rules every source obeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Split(NamedTuple):
+    """Images as uint8 NHWC (0..255) and labels as int32."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A labelled image-classification dataset held in memory, already split.
+
+    `mean` and `std` (per channel, in [0, 1] pixel units) come from the training split only,
+    so nothing about validation or test images leaks into the inputs the model sees.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        height, width, channels = self.train.images.shape[1:]
+        return int(height), int(width), int(channels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def build_dataset(
+    name: str,
+    train: Split,
+    test: Split,
+    class_names: tuple[str, ...],
+    *,
+    val_fraction: float,
+    seed: int,
+) -> ImageDataset:
+    """Carve a validation split from `train` with the run's seed and fit input statistics."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    val_count = max(1, int(round(val_fraction * len(train))))
+    val_idx, train_idx = np.sort(order[:val_count]), np.sort(order[val_count:])
+    train_part = Split(train.images[train_idx], train.labels[train_idx])
+    val_part = Split(train.images[val_idx], train.labels[val_idx])
+    pixels = train_part.images.reshape(-1, train_part.images.shape[-1]).astype(np.float64) / 255.0
+    mean = pixels.mean(axis=0).astype(np.float32)
+    std = np.maximum(pixels.std(axis=0), 1e-6).astype(np.float32)
+    return ImageDataset(name, train_part, val_part, test, class_names, mean, std)

@@ -1,0 +1,130 @@
+"""Any TFDS image-classification dataset by name, read into memory without TensorFlow.
+
+MNIST and Fashion-MNIST are prepared offline from IDX files (`data.source_dir`, or the
+Debian package's copy) when they are not prepared yet; every other name goes through TFDS's
+normal download-and-prepare, which needs a network. Reading uses `tfds.data_source`
+(array_record files, random access, numpy out), so TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from cnnexp.data.dataset import Split
+from cnnexp.data.offline_idx import (
+    DEBIAN_PACKAGES,
+    OFFLINE_BUILDERS,
+    debian_idx_dir,
+    has_idx_files,
+    prepare_from_idx,
+)
+from cnnexp.errors import UserError
+
+READ_CHUNK = 10_000  # examples per `__getitems__` call: bounded memory, few Python round trips
+
+
+def _builder(name: str, data_dir: Path):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"TFDS has no dataset named {name!r}{hint}") from None
+
+
+def _how_to_get(name: str, data_dir: Path) -> str:
+    ways = [f"prepare it under data.data_dir (now {data_dir})"]
+    if name in OFFLINE_BUILDERS:
+        ways.insert(0, "point data.source_dir at a directory of its four IDX files")
+    if name in DEBIAN_PACKAGES:
+        ways.insert(0, f"install the Debian package {DEBIAN_PACKAGES[name]} (apt-get install)")
+    return "; or ".join(ways)
+
+
+def _prepare(name: str, builder, data_dir: Path, source_dir: Path | None, download: bool) -> None:
+    """Make `builder`'s dataset exist under `data_dir`: from IDX files if possible, else download."""
+    if source_dir is not None:
+        if name not in OFFLINE_BUILDERS:
+            raise UserError(
+                f"data.source_dir works for {', '.join(OFFLINE_BUILDERS)} only, not {name!r}"
+            )
+        if not has_idx_files(source_dir):
+            raise UserError(
+                f"data.source_dir={source_dir} does not hold the four IDX files "
+                "(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                "t10k-labels-idx1-ubyte, each optionally .gz)"
+            )
+        prepare_from_idx(name, source_dir, data_dir)
+        return
+    idx_dir = debian_idx_dir(name)
+    if idx_dir is not None:
+        prepare_from_idx(name, idx_dir, data_dir)
+        return
+    if not download:
+        raise UserError(
+            f"dataset {name!r} is not prepared under {data_dir} and data.download=false; "
+            + _how_to_get(name, data_dir)
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # network errors come in many types from many libraries
+        raise UserError(
+            f"could not download dataset {name!r} ({type(error).__name__}: {error}); "
+            + _how_to_get(name, data_dir)
+        ) from None
+
+
+def _read_split(source, split: str, image_key: str, label_key: str) -> Split:
+    images, labels = [], []
+    for start in range(0, len(source), READ_CHUNK):
+        batch = source.__getitems__(list(range(start, min(start + READ_CHUNK, len(source)))))
+        images.extend(example[image_key] for example in batch)
+        labels.extend(example[label_key] for example in batch)
+    images_array = np.stack(images).astype(np.uint8)
+    if images_array.ndim == 3:
+        images_array = images_array[..., None]
+    if images_array.ndim != 4:
+        raise UserError(f"split {split!r} images have shape {images_array.shape[1:]}; expected H x W x C")
+    return Split(images_array, np.asarray(labels, dtype=np.int32))
+
+
+@functools.lru_cache(maxsize=4)
+def load_tfds_splits(
+    name: str, data_dir: str, source_dir: str | None, download: bool = True
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """Train and test splits and class names of TFDS dataset `name`, preparing it once if needed.
+
+    Cached per process, so a multirun sweep reads the files once.
+    """
+    directory = Path(data_dir).expanduser()
+    source = Path(source_dir).expanduser() if source_dir else None
+    builder = _builder(name, directory)
+    if not builder.is_prepared():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Two runs started together must not prepare the same files at once.
+        with open(directory / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            builder = _builder(name, directory)
+            if not builder.is_prepared():
+                _prepare(name, builder, directory, source, download)
+                builder = _builder(name, directory)
+    info = builder.info
+    if info.supervised_keys is None or len(info.supervised_keys) != 2:
+        raise UserError(f"dataset {name!r} has no (image, label) supervised keys")
+    image_key, label_key = info.supervised_keys
+    splits = set(info.splits)
+    test_name = next((s for s in ("test", "validation") if s in splits), None)
+    if "train" not in splits or test_name is None:
+        raise UserError(f"dataset {name!r} needs a train and a test (or validation) split; it has {sorted(splits)}")
+    sources = builder.as_data_source()
+    train = _read_split(sources["train"], "train", image_key, label_key)
+    test = _read_split(sources[test_name], test_name, image_key, label_key)
+    class_names = tuple(info.features[label_key].names)
+    return train, test, class_names

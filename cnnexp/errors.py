@@ -1,0 +1,19 @@
+"""Exceptions that end a command with one clear line instead of a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or a missing resource: shown as one line, exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(Exception):
+    """The user pressed Ctrl-C; the state was checkpointed and the run can be resumed."""
+
+    exit_code = 130

@@ -1,0 +1,71 @@
+"""LeNet-5 (LeCun et al., 1998): C1 6@5x5, S2, C3 16@5x5, S4, F5 120, F6 84, output layer.
+
+The paper fed 32x32 inputs and padded MNIST's 28x28 digits to that size so strokes near the
+border still fall in the centre of C1's receptive fields; smaller inputs are zero-padded to
+32x32 the same way, so the layer shapes and parameter count (61,706 for 1x28x28, 10 classes)
+are the classic ones. ReLU and max pooling are the default; `activation=tanh pool=avg` is
+close to the original.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cnnexp.models.layers import activation_fn, pool_2x2
+from cnnexp.models.registry import register_model
+
+PAPER_INPUT_SIZE = 32
+
+
+def _centre_padding(size: int) -> tuple[int, int]:
+    """Zeros before and after an axis of `size` pixels to reach the paper's 32."""
+    total = max(0, PAPER_INPUT_SIZE - size)
+    return total // 2, total - total // 2
+
+
+class LeNet5(nnx.Module):
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        rngs: nnx.Rngs,
+        activation: str = "relu",
+        pool: str = "max",
+    ):
+        height, width, channels = input_shape
+        self.padding = (_centre_padding(height), _centre_padding(width))
+        self.activation = activation_fn(activation)
+        self.pool = pool_2x2(pool)
+        self.conv1 = nnx.Conv(channels, 6, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        self.conv2 = nnx.Conv(6, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        padded = [size + sum(pad) for size, pad in zip((height, width), self.padding)]
+        final = [((size - 4) // 2 - 4) // 2 for size in padded]
+        self.fc1 = nnx.Linear(16 * final[0] * final[1], 120, rngs=rngs)
+        self.fc2 = nnx.Linear(120, 84, rngs=rngs)
+        self.head = nnx.Linear(84, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
+        x = self.pool(self.activation(self.conv1(x)))
+        x = self.pool(self.activation(self.conv2(x)))
+        x = x.reshape(x.shape[0], -1)
+        x = self.activation(self.fc1(x))
+        x = self.activation(self.fc2(x))
+        return self.head(x)
+
+
+@register_model("lenet")
+def lenet(
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    rngs: nnx.Rngs,
+    activation: str = "relu",
+    pool: str = "max",
+) -> LeNet5:
+    return LeNet5(
+        input_shape=input_shape, num_classes=num_classes, rngs=rngs, activation=activation, pool=pool
+    )

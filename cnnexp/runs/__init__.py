@@ -1,0 +1,1 @@
+"""Everything about a run's folder: its name, metrics, checkpoints and summary."""

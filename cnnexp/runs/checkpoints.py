@@ -1,0 +1,77 @@
+"""Orbax checkpoints of the training state: `checkpoints/last` (the newest few) and
+`checkpoints/best` (the best validation accuracy so far), each with a small JSON of metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from cnnexp.errors import UserError
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        directory.absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=("state", "meta"),
+    )
+
+
+class RunCheckpoints:
+    """Saving and restoring the training state of one run folder."""
+
+    def __init__(self, run_dir: Path, keep: int):
+        self.root = run_dir / CHECKPOINTS_DIR
+        self.last = _manager(self.root / "last", keep)
+        self.best = _manager(self.root / "best", 1)
+
+    def save(self, state: Any, meta: dict[str, Any], *, best: bool) -> None:
+        """Save `state` as the newest checkpoint (and as the best one if `best`); asynchronous."""
+        step = int(meta["step"])
+        managers = [self.last, self.best] if best else [self.last]
+        for manager in managers:
+            if manager.latest_step() == step:
+                continue  # already saved at this step (e.g. interrupted right after an epoch)
+            manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            )
+
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """The newest saved state (shaped like `abstract_state`) and its metadata."""
+        step = self.last.latest_step()
+        if step is None:
+            raise UserError(f"cannot resume: no checkpoint in {self.last.directory}")
+        path = Path(self.last.directory) / str(step)
+        try:
+            restored = self.last.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as error:  # Orbax raises many types for unreadable files
+            raise UserError(
+                f"cannot resume: checkpoint {path} is unreadable or does not match this config "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            ) from None
+        return restored.state, dict(restored.meta)
+
+    def wait(self) -> None:
+        """Block until pending asynchronous saves are on disk."""
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """Shapes and dtypes of `tree`, as Orbax needs to restore into it."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -1,0 +1,60 @@
+"""summary.json: the one file that says how a run went, rewritten atomically as it progresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cnnexp.runs.naming import SUMMARY_FILE
+
+_VERSIONED = ("cnnexp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "tensorflow-datasets")
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Write summary.json via a temporary file, so a kill never leaves half a file."""
+    target = run_dir / SUMMARY_FILE
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(temporary, target)
+
+
+def environment() -> dict[str, Any]:
+    """Versions, device and source commit: what is needed to tell two runs' setups apart."""
+    import jax
+
+    versions = {"python": platform.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    device = jax.devices()[0]
+    return {
+        "versions": versions,
+        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
+        "host": platform.node(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    """The commit of the cnnexp source tree, with `+dirty` if it has uncommitted changes."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source, capture_output=True, text=True, timeout=5,
+        )
+        return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,326 @@
+"""One training run: from a composed config to a finished run folder.
+
+The loop talks to the device only at log points and epoch ends; between them it just
+dispatches the compiled step. Checkpoints are written at every epoch end and on Ctrl-C, and
+summary.json says at every moment how far the run got.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+
+from cnnexp.config import validate_config
+from cnnexp.console import print_summary, training_progress
+from cnnexp.data import Split, load_dataset
+from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from cnnexp.models import count_params, create_model
+from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
+from cnnexp.runs.metrics import MetricsLog
+from cnnexp.runs.naming import read_summary
+from cnnexp.runs.summary import environment, write_summary
+from cnnexp.training.optim import build_optimizer, build_schedule
+from cnnexp.training.steps import TrainState, epoch_order, init_state, make_eval_step, make_train_step
+
+log = logging.getLogger("cnnexp.train")
+
+
+@dataclass(frozen=True)
+class _DeviceSplit:
+    """An evaluation split on the device, padded to whole batches."""
+
+    images: jax.Array
+    labels: jax.Array
+    count: int
+
+
+def enable_compilation_cache(directory: str) -> None:
+    """Turn on JAX's persistent compilation cache, so repeated runs of a config compile less."""
+    path = Path(directory).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a request the loop honours at the next step; a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):  # noqa: ARG002 (signal handler signature)
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupt requested: saving a checkpoint (Ctrl-C again to abort at once)")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Everything one run needs, built once: data on the device, compiled steps, checkpoints."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, fingerprint: str):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.clock_start = time.perf_counter()
+        resumed = read_summary(run_dir) if cfg.resume else None
+        self.summary: dict[str, Any] = {
+            "status": "running",
+            "started_at": (resumed or {}).get("started_at", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            "config_fingerprint": fingerprint,
+            "model": cfg.model.name,
+            "dataset": cfg.data.name,
+            "seed": cfg.seed,
+            "epochs": cfg.trainer.epochs,
+            "epochs_completed": 0,
+            "run_dir": str(run_dir),
+            **environment(),
+        }
+        write_summary(run_dir, self.summary)
+
+    def build(self) -> None:
+        """Load the data, build the model and optimizer, restore a checkpoint, compile the steps."""
+        cfg, run_dir = self.cfg, self.run_dir
+        self.data = load_dataset(cfg.data, cfg.seed)
+        trainer = cfg.trainer
+        self.batch_size, self.eval_batch_size = trainer.batch_size, trainer.eval_batch_size
+        self.steps_per_epoch = len(self.data.train) // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(
+                f"trainer.batch_size={self.batch_size} is larger than the training split "
+                f"({len(self.data.train)} examples)"
+            )
+        self.total_steps = trainer.epochs * self.steps_per_epoch
+        log.info(
+            "data %s: %d train, %d val, %d test images of %s, %d classes",
+            self.data.name, len(self.data.train), len(self.data.val), len(self.data.test),
+            "x".join(map(str, self.data.input_shape)), self.data.num_classes,
+        )
+
+        model_options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
+        model = create_model(
+            cfg.model.name, model_options, input_shape=self.data.input_shape,
+            num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
+        )
+        self.summary["params"] = count_params(model)
+        self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.total_steps, self.steps_per_epoch)
+        tx = build_optimizer(cfg.optim, self.schedule)
+        model.train()
+        train_graphdef, self.state = init_state(model, tx)
+        model.eval()
+        eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+
+        self.checkpoints = RunCheckpoints(run_dir, trainer.checkpoint_keep)
+        self.meta = {"step": 0, "epoch": 0, "best_val_accuracy": None, "best_epoch": None,
+                     "elapsed_s": 0.0, "log_window_sums": None}
+        if cfg.resume:
+            self.state, self.meta = self.checkpoints.restore_latest(abstract_like(self.state))
+            log.info("resuming %s from step %d", run_dir, self.meta["step"])
+
+        mean, std = jnp.asarray(self.data.mean), jnp.asarray(self.data.std)
+        self.train_images = jax.device_put(self.data.train.images)
+        self.train_labels = jax.device_put(self.data.train.labels)
+        self.eval_splits = {"val": self._to_device(self.data.val), "test": self._to_device(self.data.test)}
+        self.shuffle_key = jax.random.key(cfg.seed)
+
+        compile_start = time.perf_counter()
+        order = jax.jit(epoch_order, static_argnums=2)
+        self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
+        train_step = make_train_step(
+            train_graphdef, tx, batch_size=self.batch_size, mean=mean, std=std,
+            label_smoothing=cfg.loss.label_smoothing,
+        )
+        example_order = jnp.zeros(len(self.data.train), jnp.int32)
+        self.train_step = (
+            jax.jit(train_step, donate_argnums=0)
+            .lower(self.state, self.train_images, self.train_labels, example_order, np.int32(0))
+            .compile()
+        )
+        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size, mean=mean, std=std))
+        self.eval_steps = {
+            name: eval_step.lower(
+                jnp.zeros(3), self.state.params, self.state.model_state, split.images, split.labels,
+                np.int32(0), np.int32(0),
+            ).compile()
+            for name, split in self.eval_splits.items()
+        }
+        self.summary["compile_time_s"] = time.perf_counter() - compile_start
+        log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
+
+    def _to_device(self, split: Split) -> _DeviceSplit:
+        padded = -len(split) % self.eval_batch_size
+        images = np.concatenate([split.images, np.zeros((padded, *split.images.shape[1:]), np.uint8)])
+        labels = np.concatenate([split.labels, np.zeros(padded, np.int32)])
+        return _DeviceSplit(jax.device_put(images), jax.device_put(labels), len(split))
+
+    def _elapsed(self) -> float:
+        return self.meta["elapsed_s"] + time.perf_counter() - self.clock_start
+
+    def evaluate(self, split_name: str) -> tuple[float, float]:
+        """Mean loss and accuracy of the current state on an evaluation split."""
+        split, step = self.eval_splits[split_name], self.eval_steps[split_name]
+        sums = jnp.zeros(3)
+        for start in range(0, split.images.shape[0], self.eval_batch_size):
+            sums = step(sums, self.state.params, self.state.model_state, split.images, split.labels,
+                        np.int32(split.count), np.int32(start))
+        loss_sum, correct, count = jax.device_get(sums)
+        return float(loss_sum / count), float(correct / count)
+
+    def _record(self, metrics: MetricsLog, kind: str, split: str, epoch: int, step: int,
+                loss: float, accuracy: float, images_per_s: float | None = None) -> None:
+        metrics.write({
+            "kind": kind, "split": split, "epoch": epoch, "step": step, "loss": loss,
+            "accuracy": accuracy, "lr": float(self.schedule(max(step - 1, 0))),
+            "images_per_s": images_per_s, "time": round(self._elapsed(), 3),
+        })
+
+    def _check_finite(self) -> None:
+        bad_step = int(jax.device_get(self.state.nonfinite_step))
+        if bad_step >= 0:
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite at step {bad_step}; "
+                f"stopped, the last good checkpoint is kept (try a lower optim.lr)"
+            )
+
+    def _save(self, epoch: int, best: bool, window_sums: list[float] | None) -> None:
+        self.meta.update(step=int(jax.device_get(self.state.step)), epoch=epoch,
+                         elapsed_s=self._elapsed(), log_window_sums=window_sums)
+        self.clock_start = time.perf_counter()  # time so far is in meta["elapsed_s"] now
+        self.checkpoints.save(self.state, self.meta, best=best)
+
+    def fail(self, error: BaseException) -> None:
+        """Record in summary.json why the run stopped."""
+        interrupted = isinstance(error, TrainingInterrupted)
+        self.summary.update(status="interrupted" if interrupted else "failed",
+                            error=str(error) if interrupted else f"{type(error).__name__}: {error}")
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the last epoch (or until interrupted), evaluate the test split, summarize."""
+        cfg, trainer = self.cfg, self.cfg.trainer
+        first_step = int(self.meta["step"])
+        metrics = MetricsLog(self.run_dir, resume_step=first_step if cfg.resume else None)
+        trained_images, train_time = 0, 0.0
+        try:
+            with _InterruptFlag() as interrupt, training_progress(
+                self.total_steps, first_step, trainer.progress
+            ) as progress:
+                for epoch in range(first_step // self.steps_per_epoch, trainer.epochs):
+                    epoch_start_time = time.perf_counter()
+                    order = self.order(self.shuffle_key, epoch)
+                    first_batch = first_step % self.steps_per_epoch if epoch == first_step // self.steps_per_epoch else 0
+                    window = self.meta["log_window_sums"] if first_batch else None
+                    window = np.asarray(window if window is not None else [0.0, 0.0, 0.0])
+                    window_time = time.perf_counter()
+                    for batch in range(first_batch, self.steps_per_epoch):
+                        self.state = self.train_step(self.state, self.train_images, self.train_labels, order, np.int32(batch))
+                        step = epoch * self.steps_per_epoch + batch + 1
+                        progress.update(progress.task_ids[0], advance=1)
+                        if (batch + 1) % trainer.log_every_steps == 0 and batch + 1 < self.steps_per_epoch:
+                            sums = np.asarray(jax.device_get(self.state.epoch_sums), np.float64)
+                            self._check_finite()
+                            loss_sum, correct, count = sums - window
+                            now = time.perf_counter()
+                            self._record(metrics, "step", "train", epoch + 1, step, loss_sum / count,
+                                         correct / count, count / (now - window_time))
+                            progress.update(progress.task_ids[0], description=f"epoch {epoch + 1}/{trainer.epochs}",
+                                            status=f"loss {loss_sum / count:.3f} acc {100 * correct / count:.1f}%")
+                            window, window_time = sums, now
+                        if interrupt.requested and batch + 1 < self.steps_per_epoch:
+                            self._check_finite()
+                            self._save(epoch, best=False, window_sums=window.tolist())
+                            raise TrainingInterrupted(f"interrupted at step {step}")
+                    epoch_images = (self.steps_per_epoch - first_batch) * self.batch_size
+                    train_time += self._end_epoch(metrics, epoch, epoch_start_time, epoch_images)
+                    trained_images += epoch_images
+                    if interrupt.requested and epoch + 1 < trainer.epochs:
+                        raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}")
+            test_loss, test_accuracy = self.evaluate("test")
+            self._record(metrics, "epoch", "test", trainer.epochs, self.total_steps, test_loss, test_accuracy)
+            self.summary.update(status="completed", test_accuracy=test_accuracy, test_loss=test_loss)
+        except BaseException as error:
+            self.fail(error)
+            raise
+        finally:
+            self.checkpoints.wait()
+            self.checkpoints.close()
+            metrics.close()
+            self.summary.update(
+                wall_time_s=self._elapsed(),
+                train_time_s=train_time,
+                train_images_per_s=trained_images / train_time if train_time > 0 else None,
+                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
+            write_summary(self.run_dir, self.summary)
+        return self.summary
+
+    def _end_epoch(self, metrics: MetricsLog, epoch: int, epoch_start_time: float, images: int) -> float:
+        """Epoch metrics, validation, checkpoint, summary: the once-per-epoch bookkeeping.
+
+        Returns the epoch's training time (up to the sync, without evaluation)."""
+        cfg = self.cfg
+        loss_sum, correct, count = np.asarray(jax.device_get(self.state.epoch_sums), np.float64)
+        train_time = time.perf_counter() - epoch_start_time
+        self._check_finite()
+        step = (epoch + 1) * self.steps_per_epoch
+        self._record(metrics, "epoch", "train", epoch + 1, step, loss_sum / count, correct / count,
+                     images / train_time)
+        val_loss, val_accuracy = self.evaluate("val")
+        self._record(metrics, "epoch", "val", epoch + 1, step, val_loss, val_accuracy)
+        if cfg.trainer.eval_test_every_epoch:
+            self._record(metrics, "epoch", "test_epoch", epoch + 1, step, *self.evaluate("test"))
+        best = self.meta["best_val_accuracy"] is None or val_accuracy > self.meta["best_val_accuracy"]
+        if best:
+            self.meta.update(best_val_accuracy=val_accuracy, best_epoch=epoch + 1)
+        self._save(epoch + 1, best=best, window_sums=None)
+        self.summary.update(
+            epochs_completed=epoch + 1, best_val_accuracy=self.meta["best_val_accuracy"],
+            best_epoch=self.meta["best_epoch"], final_val_accuracy=val_accuracy,
+            wall_time_s=self._elapsed(),
+        )
+        write_summary(self.run_dir, self.summary)
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | %.1f s, %.0f images/s",
+            epoch + 1, cfg.trainer.epochs, loss_sum / count, 100 * correct / count, val_loss,
+            100 * val_accuracy, train_time, images / train_time,
+        )
+        return train_time
+
+
+def train(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict[str, Any]:
+    """Run one experiment into `run_dir` and print its summary; returns summary.json's content."""
+    validate_config(cfg)
+    previous = read_summary(run_dir) if cfg.resume else None
+    if previous and previous.get("status") == "completed":
+        log.info("%s has already completed; nothing to resume", run_dir)
+        print_summary(previous, str(run_dir))
+        return previous
+    enable_compilation_cache(cfg.paths.jax_cache_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, run_dir, fingerprint)
+    try:
+        trainer.build()
+    except BaseException as error:
+        trainer.fail(error)
+        write_summary(run_dir, trainer.summary)
+        raise
+    try:
+        return trainer.fit()
+    finally:
+        print_summary(trainer.summary, str(run_dir))

@@ -1,0 +1,128 @@
+"""The pure, jitted functions of training: one train step, one eval step, the epoch shuffle.
+
+The state is a plain pytree (`TrainState`), so one jit holds the whole step (forward, loss,
+gradients, Optax update, metrics), the step can donate its input buffers, and Orbax saves and
+restores the state as it is. The whole dataset sits on the device as uint8; each step gathers
+its batch by index and normalizes it inside the jit, so nothing crosses the host per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+# Running sums over the current epoch: [loss * examples, correct, examples].
+SUMS_SIZE = 3
+
+
+class TrainState(NamedTuple):
+    params: Any
+    model_state: Any  # every non-parameter variable: batch statistics, RNG counters
+    opt_state: Any
+    step: jax.Array
+    epoch_sums: jax.Array
+    # The first step whose loss was not finite (-1: none). From then on updates are skipped,
+    # so the state stays the last good one.
+    nonfinite_step: jax.Array
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` into its static graph and a fresh training state."""
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = TrainState(
+        params=params,
+        model_state=model_state,
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        epoch_sums=jnp.zeros((SUMS_SIZE,), jnp.float32),
+        nonfinite_step=jnp.full((), -1, jnp.int32),
+    )
+    return graphdef, state
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """uint8 NHWC pixels to standardized float32, with the training split's statistics."""
+    return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def _metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weights: jax.Array) -> jax.Array:
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
+
+
+def _losses(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def make_train_step(
+    train_graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    batch_size: int,
+    mean: jax.Array,
+    std: jax.Array,
+    label_smoothing: float,
+):
+    """`step(state, images, labels, order, batch_index) -> state` for one batch of `order`."""
+
+    def step(state: TrainState, images, labels, order, batch_index) -> TrainState:
+        indices = jax.lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
+        x = normalize(images[indices], mean, std)
+        y = labels[indices]
+
+        def loss_fn(params):
+            model = nnx.merge(train_graphdef, params, state.model_state)
+            logits = model(x)
+            losses = _losses(logits, y, label_smoothing)
+            _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+            return losses.mean(), (logits, losses, new_model_state)
+
+        (loss, (logits, losses, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+
+        finite = jnp.isfinite(loss) & (state.nonfinite_step < 0)
+        keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        sums = jnp.where(batch_index == 0, 0.0, state.epoch_sums)
+        batch_sums = _metric_sums(logits, y, losses, jnp.ones_like(losses))
+        return TrainState(
+            params=keep_if_finite(new_params, state.params),
+            model_state=keep_if_finite(new_model_state, state.model_state),
+            opt_state=keep_if_finite(new_opt_state, state.opt_state),
+            step=state.step + 1,
+            epoch_sums=sums + batch_sums,
+            nonfinite_step=jnp.where(
+                jnp.isfinite(loss) | (state.nonfinite_step >= 0), state.nonfinite_step, state.step + 1
+            ),
+        )
+
+    return step
+
+
+def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Array, std: jax.Array):
+    """`step(sums, params, model_state, images, labels, count, start) -> sums` over one batch.
+
+    `images` are padded to a whole number of batches; examples at or past `count` are masked.
+    """
+
+    def step(sums, params, model_state, images, labels, count, start):
+        x = normalize(jax.lax.dynamic_slice_in_dim(images, start, batch_size), mean, std)
+        y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
+        logits = nnx.merge(eval_graphdef, params, model_state)(x)
+        weights = ((start + jnp.arange(batch_size)) < count).astype(jnp.float32)
+        return sums + _metric_sums(logits, y, _losses(logits, y, 0.0), weights)
+
+    return step
+
+
+def epoch_order(key: jax.Array, epoch: jax.Array, size: int) -> jax.Array:
+    """The shuffled order of the training examples in `epoch`: a function of (seed, epoch) only,
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), size).astype(jnp.int32)
