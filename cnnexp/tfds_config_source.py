@@ -31,7 +31,8 @@ class TfdsDataConfigSource(ConfigSource):
             raise ConfigLoadError(f"Config not found : {config_path}")
         config = OmegaConf.create({"defaults": ["tfds", "_self_"], "name": match.group(1)})
         return ConfigResult(
-            provider=self.provider, path=f"{SCHEME}://{self.path}", config=config, header={}
+            provider=self.provider, path=f"{SCHEME}://{self.path}", config=config,
+            header=self._get_header_dict(""),
         )
 
     def available(self) -> bool:

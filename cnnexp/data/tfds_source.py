@@ -34,7 +34,7 @@ def _builder(name: str, data_dir: Path):
     try:
         return tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        close = difflib.get_close_matches(name, tfds.core.registered.list_imported_builders(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"TFDS has no dataset named {name!r}{hint}") from None
 
