@@ -1,0 +1,104 @@
+"""Crashes, kills, Ctrl-C and broken checkpoints: nothing is lost and resuming gives the same run."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import cnnexp_executable, read_summary, run_dirs, stable_metrics
+
+# Long enough to be killed mid-run: 161 steps per epoch of 8 images.
+SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=8", "trainer.log_every_steps=20", "trainer.progress=false"]
+
+
+def _start(env, cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [cnnexp_executable(), "train", *SLOW, *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_epoch(cwd: Path, epoch: int, process: subprocess.Popen, timeout: float = 120) -> Path:
+    """Wait until the run under `cwd` has checkpointed `epoch` and is training the next one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        runs = run_dirs(cwd / "outputs")
+        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= epoch:
+            time.sleep(0.3)  # into the next epoch
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError("the run did not reach the epoch in time")
+
+
+def _uninterrupted(cnnexp, cwd: Path) -> Path:
+    cwd.mkdir()
+    result = cnnexp("train", *SLOW, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(cwd / "outputs")
+    return run
+
+
+def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path):
+    reference = _uninterrupted(cnnexp, tmp_path / "reference")
+    killed_cwd = tmp_path / "killed"
+    killed_cwd.mkdir()
+    process = _start(cnnexp.env, killed_cwd)
+    run = _wait_for_epoch(killed_cwd, 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert read_summary(run)["status"] == "running"  # what a killed run leaves behind
+
+    resumed = cnnexp("train", *SLOW, "resume=latest", cwd=killed_cwd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_dirs(killed_cwd / "outputs") == [run]  # continued in the same folder
+    summary, expected = read_summary(run), read_summary(reference)
+    assert summary["status"] == "completed"
+    assert summary["test_accuracy"] == expected["test_accuracy"]
+    assert summary["best_val_accuracy"] == expected["best_val_accuracy"]
+    assert stable_metrics(run) == stable_metrics(reference)
+
+
+def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_path):
+    reference = _uninterrupted(cnnexp, tmp_path / "reference")
+    cwd = tmp_path / "interrupted"
+    cwd.mkdir()
+    process = _start(cnnexp.env, cwd)
+    run = _wait_for_epoch(cwd, 1, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"resume={run}" in stderr
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 1
+    saved = [int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit()]
+    assert max(saved) % 161 != 0  # a mid-epoch checkpoint
+
+    resumed = cnnexp("train", *SLOW, f"resume={run}", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_summary(run)["test_accuracy"] == read_summary(reference)["test_accuracy"]
+    assert stable_metrics(run) == stable_metrics(reference)
+
+
+def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path):
+    process = _start(cnnexp.env, tmp_path)
+    run = _wait_for_epoch(tmp_path, 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    last = run / "checkpoints" / "last"
+    step = max(p for p in last.iterdir() if p.name.isdigit())
+    for file in (step / "state").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"garbage")
+    result = cnnexp("train", *SLOW, f"resume={run}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"checkpoint {step}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_latest_without_a_matching_run_is_exit_2(cnnexp, tmp_path):
+    result = cnnexp("train", *SLOW, "resume=latest")
+    assert result.returncode == 2
+    assert "no run under" in result.stderr
+    result = cnnexp("train", *SLOW, f"resume={tmp_path / 'nowhere'}")
+    assert result.returncode == 2
+    assert "not a run folder with checkpoints" in result.stderr
