@@ -11,24 +11,23 @@ from conftest import cnnexp_executable, read_summary, run_dirs, stable_metrics
 SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=8", "trainer.log_every_steps=20", "trainer.progress=false"]
 
 
-def _start(env, cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [cnnexp_executable(), "train", *SLOW, *args], cwd=cwd, env=env,
+def _signal_during_second_epoch(env, cwd: Path, signum: int) -> tuple[Path, subprocess.Popen]:
+    """Start a SLOW run in `cwd`; once it has checkpointed epoch 1, send it `signum`."""
+    cwd.mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        [cnnexp_executable(), "train", *SLOW], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def _wait_for_epoch(cwd: Path, epoch: int, process: subprocess.Popen, timeout: float = 120) -> Path:
-    """Wait until the run under `cwd` has checkpointed `epoch` and is training the next one."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         runs = run_dirs(cwd / "outputs")
-        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= epoch:
-            time.sleep(0.3)  # into the next epoch
-            return runs[0]
+        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= 1:
+            time.sleep(0.3)  # into the second epoch
+            process.send_signal(signum)
+            return runs[0], process
         time.sleep(0.05)
-    raise AssertionError("the run did not reach the epoch in time")
+    raise AssertionError("the run did not finish its first epoch in time")
 
 
 def _uninterrupted(cnnexp, cwd: Path) -> Path:
@@ -42,10 +41,7 @@ def _uninterrupted(cnnexp, cwd: Path) -> Path:
 def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path):
     reference = _uninterrupted(cnnexp, tmp_path / "reference")
     killed_cwd = tmp_path / "killed"
-    killed_cwd.mkdir()
-    process = _start(cnnexp.env, killed_cwd)
-    run = _wait_for_epoch(killed_cwd, 1, process)
-    process.send_signal(signal.SIGKILL)
+    run, process = _signal_during_second_epoch(cnnexp.env, killed_cwd, signal.SIGKILL)
     process.wait()
     assert read_summary(run)["status"] == "running"  # what a killed run leaves behind
 
@@ -62,10 +58,7 @@ def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path):
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_path):
     reference = _uninterrupted(cnnexp, tmp_path / "reference")
     cwd = tmp_path / "interrupted"
-    cwd.mkdir()
-    process = _start(cnnexp.env, cwd)
-    run = _wait_for_epoch(cwd, 1, process)
-    process.send_signal(signal.SIGINT)
+    run, process = _signal_during_second_epoch(cnnexp.env, cwd, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"resume={run}" in stderr
@@ -81,9 +74,7 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_p
 
 
 def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path):
-    process = _start(cnnexp.env, tmp_path)
-    run = _wait_for_epoch(tmp_path, 1, process)
-    process.send_signal(signal.SIGKILL)
+    run, process = _signal_during_second_epoch(cnnexp.env, tmp_path, signal.SIGKILL)
     process.wait()
     last = run / "checkpoints" / "last"
     step = max(p for p in last.iterdir() if p.name.isdigit())

@@ -132,6 +132,8 @@ class Trainer:
                      "elapsed_s": 0.0, "log_window_sums": None}
         if cfg.resume:
             self.state, self.meta = self.checkpoints.restore_latest(abstract_like(self.state))
+            self.summary.update(epochs_completed=self.meta["epoch"], best_epoch=self.meta["best_epoch"],
+                                best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
 
         mean, std = jnp.asarray(self.data.mean), jnp.asarray(self.data.std)
