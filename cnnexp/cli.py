@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnexp import __version__
 from cnnexp.config import config_fingerprint, validate_config
@@ -58,15 +58,30 @@ def _precompose(overrides: list[str]) -> DictConfig:
         raise UserError(message) from None
 
 
-def _resolve_resume(overrides: list[str], cfg: DictConfig) -> list[str]:
-    """Replace `resume=latest` by the folder of the newest run with the same config."""
-    if cfg.resume != "latest":
-        if cfg.resume and not (Path(cfg.resume) / "checkpoints").is_dir():
-            raise UserError(f"resume={cfg.resume}: not a run folder with checkpoints")
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _resolve_resume(overrides: list[str]) -> list[str]:
+    """Turn `resume=` into a run folder and that run's own overrides, so `resume=<folder>` alone
+    continues the run with its config (overrides given now still win)."""
+    cfg = _precompose(overrides)
+    if not cfg.resume:
         return overrides
-    latest = find_latest_run(Path(cfg.paths.runs_dir), config_fingerprint(cfg))
-    log.info("resume=latest: %s", latest)
-    return [o for o in overrides if not o.startswith("resume=")] + [f"resume={latest}"]
+    if cfg.resume == "latest":
+        run_dir = find_latest_run(Path(cfg.paths.runs_dir), config_fingerprint(cfg))
+        log.info("resume=latest: %s", run_dir)
+    else:
+        run_dir = Path(cfg.resume)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not (run_dir / "checkpoints").is_dir() or not saved.is_file():
+        raise UserError(f"resume={cfg.resume}: not a run folder with checkpoints and .hydra/overrides.yaml")
+    given = {_override_key(o): o for o in overrides if _override_key(o) != "resume"}
+    merged = {_override_key(o): o for o in OmegaConf.load(saved) if _override_key(o) != "resume"}
+    merged.update(given)
+    resolved = [*merged.values(), f"resume={run_dir}"]
+    _precompose(resolved)
+    return resolved
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
@@ -105,7 +120,7 @@ def _train_command(args: list[str]) -> int:
     register_config_source()
     is_flag = [a.startswith("-") for a in args]
     if not any(is_flag):  # a plain single run: check it before Hydra creates anything
-        args = _resolve_resume(args, _precompose(args))
+        args = _resolve_resume(args)
     sys.argv = ["cnnexp train", *args]
     _train_app()
     return _exit_code

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from conftest import cnnexp_executable, read_summary, run_dirs, stable_metrics
 
-# Long enough to be killed mid-run: 161 steps per epoch of 8 images.
-SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=8", "trainer.log_every_steps=20", "trainer.progress=false"]
+# Long enough to be killed mid-run: 323 small steps per epoch (digits: 1,293 training images).
+STEPS_PER_EPOCH = 1293 // 4
+SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=4", "trainer.log_every_steps=20", "trainer.progress=false"]
 
 
 def _signal_during_second_epoch(env, cwd: Path, signum: int) -> tuple[Path, subprocess.Popen]:
@@ -22,12 +23,19 @@ def _signal_during_second_epoch(env, cwd: Path, signum: int) -> tuple[Path, subp
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         runs = run_dirs(cwd / "outputs")
-        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= 1:
-            time.sleep(0.3)  # into the second epoch
+        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= 1 and _checkpoint_steps(runs[0]):
+            time.sleep(0.1)  # into the second epoch
             process.send_signal(signum)
             return runs[0], process
         time.sleep(0.05)
     raise AssertionError("the run did not finish its first epoch in time")
+
+
+def _checkpoint_steps(run: Path) -> list[int]:
+    """Steps of the complete checkpoints in checkpoints/last (Orbax writes to a temporary
+    name first and renames the folder to the step when the checkpoint is whole)."""
+    last = run / "checkpoints" / "last"
+    return sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) if last.is_dir() else []
 
 
 def _uninterrupted(cnnexp, cwd: Path) -> Path:
@@ -64,10 +72,11 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_p
     assert f"resume={run}" in stderr
     summary = read_summary(run)
     assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 1
-    saved = [int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit()]
-    assert max(saved) % 161 != 0  # a mid-epoch checkpoint
+    saved = max(_checkpoint_steps(run))
+    # Usually mid-epoch ("at step N"); if the signal lands in the epoch-end sync, after that epoch.
+    assert f"at step {saved}" in stderr or f"after epoch {saved // STEPS_PER_EPOCH}" in stderr
 
-    resumed = cnnexp("train", *SLOW, f"resume={run}", cwd=cwd)
+    resumed = cnnexp("train", f"resume={run}", cwd=cwd)  # the run's own overrides are reused
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_summary(run)["test_accuracy"] == read_summary(reference)["test_accuracy"]
     assert stable_metrics(run) == stable_metrics(reference)
@@ -76,8 +85,7 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_p
 def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path):
     run, process = _signal_during_second_epoch(cnnexp.env, tmp_path, signal.SIGKILL)
     process.wait()
-    last = run / "checkpoints" / "last"
-    step = max(p for p in last.iterdir() if p.name.isdigit())
+    step = run / "checkpoints" / "last" / str(max(_checkpoint_steps(run)))
     for file in (step / "state").rglob("*"):
         if file.is_file():
             file.write_bytes(b"garbage")
@@ -93,3 +101,24 @@ def test_resume_latest_without_a_matching_run_is_exit_2(cnnexp, tmp_path):
     result = cnnexp("train", *SLOW, f"resume={tmp_path / 'nowhere'}")
     assert result.returncode == 2
     assert "not a run folder with checkpoints" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_run_killed_before_its_first_checkpoint_starts_over_on_resume(cnnexp, tmp_path):
+    reference = _uninterrupted(cnnexp, tmp_path / "reference")
+    cwd = tmp_path / "killed_early"
+    cwd.mkdir()
+    process = subprocess.Popen([cnnexp_executable(), "train", *SLOW], cwd=cwd, env=cnnexp.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((cwd / "outputs").rglob("metrics.jsonl")):  # training has begun
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run,) = run_dirs(cwd / "outputs")
+    assert not _checkpoint_steps(run)
+    resumed = cnnexp("train", *SLOW, "resume=latest", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "starting it over" in resumed.stderr + resumed.stdout
+    assert stable_metrics(run) == stable_metrics(reference)

@@ -42,11 +42,12 @@ class RunCheckpoints:
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             )
 
-    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """The newest saved state (shaped like `abstract_state`) and its metadata."""
+    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
+        """The newest saved state (shaped like `abstract_state`) and its metadata, or None if
+        the run was stopped before its first checkpoint was complete."""
         step = self.last.latest_step()
         if step is None:
-            raise UserError(f"cannot resume: no checkpoint in {self.last.directory}")
+            return None
         path = Path(self.last.directory) / str(step)
         try:
             restored = self.last.restore(

@@ -130,8 +130,11 @@ class Trainer:
         self.checkpoints = RunCheckpoints(run_dir, trainer.checkpoint_keep)
         self.meta = {"step": 0, "epoch": 0, "best_val_accuracy": None, "best_epoch": None,
                      "elapsed_s": 0.0, "log_window_sums": None}
-        if cfg.resume:
-            self.state, self.meta = self.checkpoints.restore_latest(abstract_like(self.state))
+        restored = self.checkpoints.restore_latest(abstract_like(self.state)) if cfg.resume else None
+        if cfg.resume and restored is None:
+            log.warning("%s has no complete checkpoint yet: starting it over from step 0", run_dir)
+        if restored is not None:
+            self.state, self.meta = restored
             self.summary.update(epochs_completed=self.meta["epoch"], best_epoch=self.meta["best_epoch"],
                                 best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
