@@ -51,8 +51,3 @@ class MetricsLog:
         self._file.close()
         self._tensorboard.close()
 
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Every record of a run's metrics.jsonl, in order."""
-    path = run_dir / METRICS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
