@@ -80,8 +80,8 @@ def test_fashion_mnist_is_prepared_offline_from_idx_files_and_read_back(tmp_path
     for split, (images, labels) in (("train", arrays["train"]), ("test", arrays["test"])):
         got = train if split == "train" else test
         # TFDS may store examples in any order: compare as multisets of (image, label).
-        want = sorted((img.tobytes(), int(lbl)) for img, lbl in zip(images, labels))
-        have = sorted((img[..., 0].tobytes(), int(lbl)) for img, lbl in zip(got.images, got.labels))
+        want = sorted((img.tobytes(), int(lbl)) for img, lbl in zip(images, labels, strict=True))
+        have = sorted((img[..., 0].tobytes(), int(lbl)) for img, lbl in zip(got.images, got.labels, strict=True))
         assert have == want
         assert got.images.shape[1:] == (28, 28, 1) and got.images.dtype == np.uint8
 

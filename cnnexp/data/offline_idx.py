@@ -67,7 +67,7 @@ class _IdxGeneratorMixin:
         labels = read_idx(_idx_path(self.idx_dir, labels_stem))
         if len(images) != len(labels) or images.ndim != 3:
             raise ValueError(f"{self.idx_dir}: {images_stem} and {labels_stem} do not match")
-        for index, (image, label) in enumerate(zip(images, labels)):
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield index, {"image": Image.fromarray(image, mode="L"), "label": int(label)}
 
 

@@ -41,7 +41,7 @@ class LeNet5(nnx.Module):
         self.pool = pool_2x2(pool)
         self.conv1 = nnx.Conv(channels, 6, kernel_size=(5, 5), padding="VALID", rngs=rngs)
         self.conv2 = nnx.Conv(6, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
-        padded = [size + sum(pad) for size, pad in zip((height, width), self.padding)]
+        padded = [size + sum(pad) for size, pad in zip((height, width), self.padding, strict=True)]
         final = [((size - 4) // 2 - 4) // 2 for size in padded]
         self.fc1 = nnx.Linear(16 * final[0] * final[1], 120, rngs=rngs)
         self.fc2 = nnx.Linear(120, 84, rngs=rngs)

@@ -30,7 +30,7 @@ from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.naming import read_summary
 from cnnexp.runs.summary import environment, write_summary
 from cnnexp.training.optim import build_optimizer, build_schedule
-from cnnexp.training.steps import TrainState, epoch_order, init_state, make_eval_step, make_train_step
+from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_train_step
 
 log = logging.getLogger("cnnexp.train")
 
