@@ -1,35 +1,290 @@
-"""Building blocks every model family shares: activations and pooling chosen by name."""
+"""Leaf layers every model family is built from, and the options they share.
+
+Models never call `nnx.Conv` or `nnx.max_pool` directly: they use `Conv2d`, `Pool2d`,
+`Dense`, `Norm` and friends from here, so that one option (`model.conv_impl=im2col`,
+`model.pool_impl=reference`, `model.activation=maxout`, ...) reaches every layer of every
+model, and `cnnexp summary` sees every layer with its kernel, stride and padding.
+
+Tensors are NHWC. Padding is resolved to explicit (low, high) pixel counts per axis:
+- "valid": none;
+- "same": (F - 1) / 2 on each side for odd kernels, so the output is ceil(W / S) and the
+  textbook formula (W - F + 2P) / S + 1 holds with one P; even kernels pad like XLA's SAME;
+- "ceil": only on the high side, just enough that the last partial window counts (PyTorch's
+  ceil_mode). A map smaller than the window still gives one output, so 2x2 pools never
+  shrink an 8x8 digit or a 28x28 image to nothing;
+- an integer P: P on each side.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from cnnexp.errors import UserError
+from cnnexp.models import reference_ops, recording
+
+Padding = str | int
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+MAXOUT_PIECES = 2
+
+
+def _maxout(x: jax.Array) -> jax.Array:
+    """Maxout (Goodfellow et al., 2013): the max over `MAXOUT_PIECES` linear pieces. The layer
+    before it produced `MAXOUT_PIECES` times the channels (see `LayerOptions.pieces`)."""
+    return x.reshape(*x.shape[:-1], x.shape[-1] // MAXOUT_PIECES, MAXOUT_PIECES).max(axis=-1)
+
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nnx.relu,
     "leaky_relu": nnx.leaky_relu,
+    "maxout": _maxout,
     "tanh": nnx.tanh,
     "sigmoid": nnx.sigmoid,
     "gelu": nnx.gelu,
 }
-
-POOLS = {"max": nnx.max_pool, "avg": nnx.avg_pool}
-
-
-def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
-    """The activation called `name`, or a UserError listing the valid names."""
-    if name not in ACTIVATIONS:
-        raise UserError(f"unknown model.activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+POOLS = ("max", "avg")
+NORMS = ("batch", "none")
+PADDINGS = ("same", "valid")
+CONV_IMPLS = ("library", "im2col")
+POOL_IMPLS = ("library", "reference")
 
 
-def pool_2x2(name: str) -> Callable[[jax.Array], jax.Array]:
-    """A 2x2, stride-2 pooling of kind `name` (max or avg) over NHWC inputs."""
-    if name not in POOLS:
-        raise UserError(f"unknown model.pool {name!r}; choose one of {', '.join(POOLS)}")
-    pool = POOLS[name]
-    return lambda x: pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+def _choose(option: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise UserError(f"unknown model.{option} {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """The options shared by model families (each family declares which it supports)."""
+
+    activation: str = "relu"
+    pool: str = "max"
+    norm: str = "batch"
+    padding: str = "same"
+    conv_impl: str = "library"
+    pool_impl: str = "library"
+
+    def __post_init__(self):
+        _choose("activation", self.activation, list(ACTIVATIONS))
+        _choose("pool", self.pool, POOLS)
+        _choose("norm", self.norm, NORMS)
+        _choose("padding", self.padding, PADDINGS)
+        _choose("conv_impl", self.conv_impl, CONV_IMPLS)
+        _choose("pool_impl", self.pool_impl, POOL_IMPLS)
+
+    @property
+    def pieces(self) -> int:
+        """How many channels a layer feeding the activation makes per output channel."""
+        return MAXOUT_PIECES if self.activation == "maxout" else 1
+
+    def require_elementwise_activation(self, model: str, why: str) -> None:
+        """Refuse maxout where an activation does not directly follow a linear layer."""
+        if self.activation == "maxout":
+            raise UserError(f"model {model} cannot use model.activation=maxout: {why}")
+
+
+def activate(x: jax.Array, layers: LayerOptions) -> jax.Array:
+    """Apply the model's activation (maxout expects `layers.pieces` times the channels)."""
+    return ACTIVATIONS[layers.activation](x)
+
+
+def scaled(channels: int, width: float) -> int:
+    """`channels` times the width multiplier, at least 1."""
+    return max(1, round(channels * width))
+
+
+def resolve_padding(padding: Padding, size: int, window: int, stride: int) -> tuple[int, int]:
+    """Explicit (low, high) padding of one spatial axis of `size` pixels (see module doc)."""
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        return padding, padding
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        if window % 2 == 1:
+            return (window - 1) // 2, (window - 1) // 2
+        total = max((math.ceil(size / stride) - 1) * stride + window - size, 0)
+        return total // 2, total - total // 2
+    if padding == "ceil":
+        outputs = max(math.ceil((size - window) / stride), 0) + 1
+        return 0, (outputs - 1) * stride + window - size
+    raise ValueError(f"padding must be 'same', 'valid', 'ceil' or an int, not {padding!r}")
+
+
+def output_size(size: int, window: int, stride: int, pads: tuple[int, int]) -> int:
+    """(W - F + P_low + P_high) // S + 1: the textbook formula with explicit padding."""
+    return (size - window + sum(pads)) // stride + 1
+
+
+def _spatial_pads(module: str, x: jax.Array, window: tuple[int, int], stride: int, padding: Padding) -> Pads:
+    """Padding for both axes of NHWC `x`; a UserError if the layer would leave no pixels."""
+    pads = tuple(resolve_padding(padding, size, k, stride) for size, k in zip(x.shape[1:3], window, strict=True))
+    out = [output_size(size, k, stride, p) for size, k, p in zip(x.shape[1:3], window, pads, strict=True)]
+    if min(out) < 1:
+        raise UserError(
+            f"a {window[0]}x{window[1]} {module} with stride {stride} and padding {padding!r} gets a "
+            f"{x.shape[1]}x{x.shape[2]} map and leaves nothing: the input is too small for this "
+            f"model (try model.padding=same or larger images)"
+        )
+    return pads  # type: ignore[return-value]
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads, impl: str) -> jax.Array:
+    """NHWC x HWIO convolution, by XLA's convolution or by im2col and one matrix product."""
+    if impl == "im2col":
+        return reference_ops.im2col_conv2d(x, kernel, stride, pads)
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+class Conv2d(nnx.Module):
+    """A 2-D convolution with a square kernel (weights HWIO, optional bias)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
+                 padding: Padding = "same", use_bias: bool = True, impl: str = "library",
+                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+        self.kernel_size, self.stride, self.padding, self.impl = kernel_size, stride, padding, impl
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        window = (self.kernel_size, self.kernel_size)
+        pads = _spatial_pads("convolution", x, window, self.stride, self.padding)
+        with recording.scope():
+            y = conv2d(x, self.kernel.value, self.stride, pads, self.impl)
+            if self.bias is not None:
+                y = y + self.bias.value
+        params = self.kernel.value.size + (0 if self.bias is None else self.bias.value.size)
+        recording.record(self, "conv", x, y, params=params, macs=math.prod(y.shape[1:]) * math.prod(self.kernel.value.shape[:3]),
+                         kernel=window, stride=self.stride, padding=pads)
+        return y
+
+
+def pool2d(x: jax.Array, kind: str, window: int, stride: int, pads: Pads, impl: str = "library") -> jax.Array:
+    """Max or average pooling over NHWC `x`. Padded pixels never count: they are -inf for max,
+    and the average divides by the number of real pixels in each window."""
+    dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+    full_pads = ((0, 0), *pads, (0, 0))
+    if kind == "max":
+        if impl == "reference":
+            return reference_ops.masked_max_pool(x, window, stride, pads)
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, full_pads)
+    sums = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, full_pads)
+    if pads == ((0, 0), (0, 0)):
+        return sums / (window * window)
+    counts = jax.lax.reduce_window(jnp.ones((1, *x.shape[1:3], 1), x.dtype), 0.0, jax.lax.add, dims, strides, full_pads)
+    return sums / counts
+
+
+class Pool2d(nnx.Module):
+    """Square max or average pooling (`kind`), with its own padding rule (usually "ceil")."""
+
+    def __init__(self, kind: str, window: int = 2, stride: int | None = None, *, padding: Padding = "ceil",
+                 impl: str = "library"):
+        self.kind, self.window, self.stride = kind, window, stride or window
+        self.padding, self.impl = padding, impl
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pads = _spatial_pads(f"{self.kind} pool", x, (self.window, self.window), self.stride, self.padding)
+        with recording.scope():
+            y = pool2d(x, self.kind, self.window, self.stride, pads, self.impl)
+        recording.record(self, "pool", x, y, kernel=(self.window, self.window), stride=self.stride,
+                         padding=pads, op=self.kind)
+        return y
+
+
+class GlobalAvgPool(nnx.Module):
+    """The mean of each channel over all positions: NHWC -> NC."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        with recording.scope():
+            y = x.mean(axis=(1, 2))
+        recording.record(self, "global_pool", x, y, op="avg")
+        return y
+
+
+def _adaptive_bounds(size: int, outputs: int) -> list[tuple[int, int]]:
+    return [(i * size // outputs, -(-(i + 1) * size // outputs)) for i in range(outputs)]
+
+
+class AdaptiveAvgPool(nnx.Module):
+    """PyTorch's AdaptiveAvgPool2d: average over the windows that split the map into
+    `size` x `size` cells (repeating pixels when the map is smaller), so the classifier after it
+    sees the same shape whatever the input size."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        with recording.scope():
+            rows = [x[:, lo:hi].mean(axis=1, keepdims=True) for lo, hi in _adaptive_bounds(x.shape[1], self.size)]
+            x_rows = jnp.concatenate(rows, axis=1)
+            cols = [x_rows[:, :, lo:hi].mean(axis=2, keepdims=True) for lo, hi in _adaptive_bounds(x.shape[2], self.size)]
+            y = jnp.concatenate(cols, axis=2)
+        recording.record(self, "adaptive_pool", x, y, op="avg")
+        return y
+
+
+class Dense(nnx.Module):
+    """A fully connected layer on the last axis."""
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
+                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        with recording.scope():
+            y = x @ self.kernel.value
+            if self.bias is not None:
+                y = y + self.bias.value
+        params = self.kernel.value.size + (0 if self.bias is None else self.bias.value.size)
+        recording.record(self, "dense", x, y, params=params, macs=self.kernel.value.size)
+        return y
+
+
+class Norm(nnx.Module):
+    """Batch normalization over channels (`kind="batch"`), or nothing (`kind="none"`).
+
+    Batch statistics are `nnx.BatchStat` variables: updated in `model.train()` mode, used as
+    they are in `model.eval()` mode, and saved with the rest of the model state."""
+
+    def __init__(self, features: int, kind: str, *, rngs: nnx.Rngs, scale_init: nnx.Initializer = nnx.initializers.ones):
+        self.batch_norm = (
+            nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, scale_init=scale_init, rngs=rngs)
+            if kind == "batch" else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.batch_norm is None:
+            return x
+        with recording.scope():
+            y = self.batch_norm(x)
+        recording.record(self, "norm", x, y, params=2 * x.shape[-1])
+        return y
+
+
+class ConvNormAct(nnx.Module):
+    """Convolution, normalization, activation: the unit most CNNs are stacks of. The
+    convolution makes `layers.pieces` channels per output channel, so maxout works here."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, layers: LayerOptions, *,
+                 stride: int = 1, padding: Padding | None = None, rngs: nnx.Rngs,
+                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal()):
+        wide = out_features * layers.pieces
+        self.layers = layers
+        self.conv = Conv2d(in_features, wide, kernel_size, stride=stride,
+                           padding=layers.padding if padding is None else padding,
+                           use_bias=layers.norm == "none", impl=layers.conv_impl, kernel_init=kernel_init, rngs=rngs)
+        self.norm = Norm(wide, layers.norm, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return activate(self.norm(self.conv(x)), self.layers)

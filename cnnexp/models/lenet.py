@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnexp.models.layers import activation_fn, pool_2x2
+from cnnexp.models.layers import Conv2d, Dense, LayerOptions, Pool2d, activate
 from cnnexp.models.registry import register_model
 
 PAPER_INPUT_SIZE = 32
@@ -26,46 +26,31 @@ def _centre_padding(size: int) -> tuple[int, int]:
 
 
 class LeNet5(nnx.Module):
-    def __init__(
-        self,
-        *,
-        input_shape: tuple[int, int, int],
-        num_classes: int,
-        rngs: nnx.Rngs,
-        activation: str = "relu",
-        pool: str = "max",
-    ):
+    def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int, rngs: nnx.Rngs, layers: LayerOptions):
         height, width, channels = input_shape
+        self.layers = layers
         self.padding = (_centre_padding(height), _centre_padding(width))
-        self.activation = activation_fn(activation)
-        self.pool = pool_2x2(pool)
-        self.conv1 = nnx.Conv(channels, 6, kernel_size=(5, 5), padding="VALID", rngs=rngs)
-        self.conv2 = nnx.Conv(6, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        pieces = layers.pieces
+        self.conv1 = Conv2d(channels, 6 * pieces, 5, padding="valid", impl=layers.conv_impl, rngs=rngs)
+        self.pool1 = Pool2d(layers.pool, 2, padding="valid", impl=layers.pool_impl)
+        self.conv2 = Conv2d(6, 16 * pieces, 5, padding="valid", impl=layers.conv_impl, rngs=rngs)
+        self.pool2 = Pool2d(layers.pool, 2, padding="valid", impl=layers.pool_impl)
         padded = [size + sum(pad) for size, pad in zip((height, width), self.padding, strict=True)]
         final = [((size - 4) // 2 - 4) // 2 for size in padded]
-        self.fc1 = nnx.Linear(16 * final[0] * final[1], 120, rngs=rngs)
-        self.fc2 = nnx.Linear(120, 84, rngs=rngs)
-        self.head = nnx.Linear(84, num_classes, rngs=rngs)
+        self.fc1 = Dense(16 * final[0] * final[1], 120 * pieces, rngs=rngs)
+        self.fc2 = Dense(120, 84 * pieces, rngs=rngs)
+        self.head = Dense(84, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
-        x = self.pool(self.activation(self.conv1(x)))
-        x = self.pool(self.activation(self.conv2(x)))
+        x = self.pool1(activate(self.conv1(x), self.layers))
+        x = self.pool2(activate(self.conv2(x), self.layers))
         x = x.reshape(x.shape[0], -1)
-        x = self.activation(self.fc1(x))
-        x = self.activation(self.fc2(x))
+        x = activate(self.fc1(x), self.layers)
+        x = activate(self.fc2(x), self.layers)
         return self.head(x)
 
 
-@register_model("lenet")
-def lenet(
-    *,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    rngs: nnx.Rngs,
-    activation: str = "relu",
-    pool: str = "max",
-) -> LeNet5:
-    return LeNet5(
-        input_shape=input_shape, num_classes=num_classes, rngs=rngs, activation=activation, pool=pool
-    )
+@register_model("lenet", layer_options=("activation", "pool"))
+def lenet(*, input_shape: tuple[int, int, int], num_classes: int, rngs: nnx.Rngs, layers: LayerOptions) -> LeNet5:
+    return LeNet5(input_shape=input_shape, num_classes=num_classes, rngs=rngs, layers=layers)
