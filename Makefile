@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test clean
+.PHONY: help setup dataset run test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='t
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: setup  ## time im2col conv and reference max pool against XLA's (make bench ARGS='--quick')
+	$(BIN)/python -m cnnexp.bench $(ARGS)
 
 clean:  ## remove the virtualenv and build files (keeps outputs/)
 	rm -rf $(VENV) build dist *.egg-info

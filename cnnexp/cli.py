@@ -6,7 +6,9 @@ import difflib
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,9 +21,6 @@ from cnnexp.errors import TrainingInterrupted, UserError
 from cnnexp.runs.naming import find_latest_run, register_resolvers
 from cnnexp.tfds_config_source import register as register_config_source
 
-COMMANDS = {
-    "train": "train a network from a config: cnnexp train [group=option ...] [key=value ...] (-m for sweeps)",
-}
 CONFIG_MODULE = "cnnexp.conf"
 log = logging.getLogger("cnnexp")
 _exit_code = 0  # set by the Hydra task, returned by main() once Hydra is done
@@ -30,7 +29,7 @@ _exit_code = 0  # set by the Hydra task, returned by main() once Hydra is done
 def _usage() -> str:
     lines = [f"cnnexp {__version__}: config-driven CNN experiments (Hydra, JAX, Flax NNX)", "",
              "Usage: cnnexp <command> [args]", "", "Commands:"]
-    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<8} {command.text}" for name, command in COMMANDS.items()]
     lines += ["", "`cnnexp <command> --help` shows a command's config groups and options."]
     return "\n".join(lines)
 
@@ -40,9 +39,16 @@ def _fail(error: BaseException) -> int:
     return getattr(error, "exit_code", 1)
 
 
-def _precompose(overrides: list[str]) -> DictConfig:
-    """Compose the train config outside Hydra's app runner, to catch bad input before a run
-    folder exists and to resolve `resume=latest`. Hydra's own messages become UserErrors."""
+def _register_hydra_extensions() -> None:
+    """What every command's configs need: cnnexp's resolvers and `data=<any TFDS name>`."""
+    register_resolvers()
+    register_config_source()
+
+
+def _compose(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> DictConfig:
+    """Compose and `validate` a command's config outside Hydra's app runner, to catch bad input
+    before anything is written (and for train, to resolve `resume=latest`). Hydra's own
+    messages become UserErrors."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -50,8 +56,8 @@ def _precompose(overrides: list[str]) -> DictConfig:
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose("train", overrides=job_overrides)
-            validate_config(cfg)
+            cfg = compose(config_name, overrides=job_overrides)
+            validate(cfg)
             return cfg
     except (HydraException, OmegaConfBaseException) as error:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -65,7 +71,7 @@ def _override_key(override: str) -> str:
 def _resolve_resume(overrides: list[str]) -> list[str]:
     """Turn `resume=` into a run folder and that run's own overrides, so `resume=<folder>` alone
     continues the run with its config (overrides given now still win)."""
-    cfg = _precompose(overrides)
+    cfg = _compose("train", overrides, validate_config)
     if not cfg.resume:
         return overrides
     if cfg.resume == "latest":
@@ -80,7 +86,7 @@ def _resolve_resume(overrides: list[str]) -> list[str]:
     merged = {_override_key(o): o for o in OmegaConf.load(saved) if _override_key(o) != "resume"}
     merged.update(given)
     resolved = [*merged.values(), f"resume={run_dir}"]
-    _precompose(resolved)
+    _compose("train", resolved, validate_config)
     return resolved
 
 
@@ -116,14 +122,57 @@ def _train_app(cfg: DictConfig) -> float | None:
 
 
 def _train_command(args: list[str]) -> int:
-    register_resolvers()
-    register_config_source()
+    _register_hydra_extensions()
     is_flag = [a.startswith("-") for a in args]
     if not any(is_flag):  # a plain single run: check it before Hydra creates anything
         args = _resolve_resume(args)
     sys.argv = ["cnnexp train", *args]
     _train_app()
     return _exit_code
+
+
+def _show_summary(cfg: DictConfig) -> None:
+    from cnnexp.analysis import show, summary_from_config
+
+    show(summary_from_config(cfg), cfg.format)
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="summary")
+def _summary_app(cfg: DictConfig) -> None:
+    """Hydra's task for `summary` when Hydra flags are given (--help and --cfg never get here)."""
+    try:
+        _show_summary(cfg)
+    except UserError as error:
+        sys.exit(_fail(error))
+
+
+def _summary_command(args: list[str]) -> int:
+    """Print a summary table. Plain overrides are composed by `_compose`, so bad input is one
+    line and exit 2 as for train; flags (--help, --cfg job) go to Hydra's own runner."""
+    from cnnexp.analysis import validate_summary_config
+
+    _register_hydra_extensions()
+    if "-m" in args or "--multirun" in args:
+        raise UserError("summary prints one model's table; -m sweeps are for train")
+    if any(a.startswith("-") for a in args):  # --help, --cfg job, ...: Hydra's own flags
+        sys.argv = ["cnnexp summary", *args]
+        _summary_app()
+        return 0
+    _show_summary(_compose("summary", args, validate_summary_config))
+    return 0
+
+
+class Command(NamedTuple):
+    text: str  # one line for `cnnexp --help`
+    run: Callable[[list[str]], int]  # the arguments after the command name -> exit status
+
+
+COMMANDS = {
+    "train": Command("train a network from a config: cnnexp train [group=option ...] [key=value ...] (-m for sweeps)",
+                     _train_command),
+    "summary": Command("a model's layers, shapes, parameters, MACs and receptive fields, without training: "
+                       "cnnexp summary model=<name> data=<name>", _summary_command),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,6 +190,6 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         sys.exit(_fail(UserError(f"unknown command {command!r}{hint}; commands: {', '.join(COMMANDS)}")))
     try:
-        sys.exit(_train_command(rest))
+        sys.exit(COMMANDS[command].run(rest))
     except UserError as error:
         sys.exit(_fail(error))

@@ -16,7 +16,7 @@ def test_help_lists_the_commands(cnnexp):
 def test_train_help_shows_the_config_groups(cnnexp):
     result = cnnexp("train", "--help")
     assert result.returncode == 0
-    for line in ("model: lenet", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, step"):
+    for line in ("model: alexnet, alexnet_lite, densenet, inception, lenet, resnet, simple_cnn, vgg", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, step"):
         assert line in result.stdout
 
 

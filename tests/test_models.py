@@ -1,20 +1,121 @@
+"""The contract every registered model keeps (timm-style: one test per model, parametrized).
+
+New models are covered by registering them; nothing here names a family. Full-width models
+are narrowed with `model.width` where they have it, so the whole file stays fast on CPU."""
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model, list_models
+from cnnexp.models.registry import model_options
+from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
+from cnnexp.training.steps import init_state, make_train_step
+
+SHAPE = (8, 8, 1)  # the bundled digits
+CLASSES = 10
+BATCH = 16
+
+
+def plain(tree):
+    """`tree` as numpy arrays, PRNG keys as their raw data, to compare with np.array_equal."""
+    return jax.tree.map(
+        lambda a: np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a), tree
+    )
+
+
+def small_options(name: str) -> dict:
+    return {"width": 0.25} if "width" in model_options(name) else {}
+
+
+def build(name: str, shape=SHAPE, seed: int = 0, **options) -> nnx.Module:
+    return create_model(name, {**small_options(name), **options}, input_shape=shape, num_classes=CLASSES,
+                        rngs=nnx.Rngs(seed))
+
+
+def fixed_batch(shape=SHAPE):
+    images = jax.random.randint(jax.random.key(1), (BATCH, *shape), 0, 256).astype(jnp.uint8)
+    labels = jnp.arange(BATCH, dtype=jnp.int32) % CLASSES
+    return images, labels
 
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1)])
 def test_every_model_maps_images_to_class_logits(name, shape):
-    model = create_model(name, {}, input_shape=shape, num_classes=7, rngs=nnx.Rngs(0))
+    model = build(name, shape)
     model.eval()
     logits = model(jnp.ones((2, *shape)))
-    assert logits.shape == (2, 7)
+    assert logits.shape == (2, CLASSES)
     assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
+    model = build(name)
+    tx = optax.adam(1e-3)
+    model.train()
+    train_graphdef, state = init_state(model, tx)
+    # Training-mode forward (batch statistics) without dropout, so the two losses compare.
+    model.set_attributes(deterministic=True, use_running_average=False, raise_if_not_found=False)
+    measure_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+    images, labels = fixed_batch()
+    x = (images.astype(jnp.float32) / 255.0 - 0.5) / 0.25
+
+    def loss(state):
+        logits = nnx.merge(measure_graphdef, state.params, state.model_state)(x)
+        return float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
+
+    step = jax.jit(make_train_step(train_graphdef, tx, batch_size=BATCH, mean=jnp.float32(0.5),
+                                   std=jnp.float32(0.25), label_smoothing=0.0))
+    before = loss(state)
+    state = step(state, images, labels, jnp.arange(BATCH, dtype=jnp.int32), np.int32(0))
+    assert int(state.step) == 1
+    assert loss(state) < before
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_eval_is_deterministic_and_leaves_the_state_alone(name):
+    model = build(name)
+    model.eval()
+    before = plain(nnx.state(model))
+    x = jax.random.normal(jax.random.key(2), (4, *SHAPE))
+    first, second = model(x), model(x)
+    assert bool(jnp.array_equal(first, second))
+    after = plain(nnx.state(model))
+    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b), before, after))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_checkpoint_round_trips_params_and_model_state(name, tmp_path):
+    model = build(name)
+    model.train()
+    _, state = init_state(model, optax.sgd(0.1))
+    checkpoints = RunCheckpoints(tmp_path, keep=1)
+    checkpoints.save(state, {"step": 3}, best=False)
+    checkpoints.wait()
+    restored, meta = checkpoints.restore_latest(abstract_like(state))
+    checkpoints.close()
+    assert meta == {"step": 3}
+    assert jax.tree.all(jax.tree.map(np.array_equal, plain(state), plain(restored)))
+
+
+def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them():
+    name = next(n for n in list_models() if "norm" in model_options(n) and n != "simple_cnn")
+    model = build(name, norm="batch")
+    stats = lambda: jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))  # noqa: E731
+    x = jax.random.normal(jax.random.key(3), (BATCH, *SHAPE)) * 3 + 1
+    initial = stats()
+    assert jax.tree.leaves(initial), f"{name} with norm=batch has no batch statistics"
+    model.eval()
+    model(x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
+    model.train()
+    model(x)
+    assert not jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
 
 
 def test_lenet_has_the_classic_parameter_count():
@@ -33,6 +134,16 @@ def test_lenet_classic_variant_differs_only_in_activation_and_pooling():
     assert not jnp.allclose(relu(x), classic(x))
 
 
+def test_maxout_doubles_the_layers_that_feed_it():
+    plain = create_model("lenet", {}, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0))
+    maxout = create_model("lenet", {"activation": "maxout"}, input_shape=(28, 28, 1), num_classes=10,
+                          rngs=nnx.Rngs(0))
+    # C1 6->12 maps, C3 16->32, F5 120->240, F6 84->168 outputs; C3, F5, F6 and the output
+    # layer still read the maxed (halved) widths.
+    assert count_params(maxout) == 312 + 4_832 + 96_240 + 20_328 + 850
+    assert count_params(plain) == 61_706
+
+
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(UserError, match="registered models: .*lenet"):
         create_model("lenett", {}, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0))
@@ -43,7 +154,9 @@ def test_unknown_model_option_lists_the_valid_ones():
         create_model("lenet", {"widht": 2}, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("option", [{"activation": "swishy"}, {"pool": "median"}])
-def test_unknown_activation_or_pool_is_a_user_error(option):
+@pytest.mark.parametrize(
+    "option", [{"activation": "swishy"}, {"pool": "median"}, {"conv_impl": "fft"}, {"pool_impl": "fast"}]
+)
+def test_unknown_shared_option_value_is_a_user_error(option):
     with pytest.raises(UserError, match="choose one of"):
         create_model("lenet", option, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0))

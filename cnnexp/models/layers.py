@@ -145,6 +145,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads, impl: str) 
     )
 
 
+def _size(*params: nnx.Param | None) -> int:
+    """Number of scalars in the given parameters (None: an absent bias)."""
+    return sum(math.prod(p.shape) for p in params if p is not None)
+
+
 class Conv2d(nnx.Module):
     """A 2-D convolution with a square kernel (weights HWIO, optional bias)."""
 
@@ -159,11 +164,11 @@ class Conv2d(nnx.Module):
         window = (self.kernel_size, self.kernel_size)
         pads = _spatial_pads("convolution", x, window, self.stride, self.padding)
         with recording.scope():
-            y = conv2d(x, self.kernel.value, self.stride, pads, self.impl)
+            y = conv2d(x, self.kernel[...], self.stride, pads, self.impl)
             if self.bias is not None:
-                y = y + self.bias.value
-        params = self.kernel.value.size + (0 if self.bias is None else self.bias.value.size)
-        recording.record(self, "conv", x, y, params=params, macs=math.prod(y.shape[1:]) * math.prod(self.kernel.value.shape[:3]),
+                y = y + self.bias[...]
+        macs = math.prod(y.shape[1:]) * math.prod(self.kernel.shape[:3])  # per image
+        recording.record(self, "conv", x, y, params=_size(self.kernel, self.bias), macs=macs,
                          kernel=window, stride=self.stride, padding=pads)
         return y
 
@@ -243,11 +248,10 @@ class Dense(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with recording.scope():
-            y = x @ self.kernel.value
+            y = x @ self.kernel[...]
             if self.bias is not None:
-                y = y + self.bias.value
-        params = self.kernel.value.size + (0 if self.bias is None else self.bias.value.size)
-        recording.record(self, "dense", x, y, params=params, macs=self.kernel.value.size)
+                y = y + self.bias[...]
+        recording.record(self, "dense", x, y, params=_size(self.kernel, self.bias), macs=math.prod(self.kernel.shape))
         return y
 
 

@@ -76,7 +76,8 @@ def make_train_step(
         y = labels[indices]
 
         def loss_fn(params):
-            model = nnx.merge(train_graphdef, params, state.model_state)
+            # copy=True: fresh Variables owned by this trace, so batch norm may update them here.
+            model = nnx.merge(train_graphdef, params, state.model_state, copy=True)
             logits = model(x)
             losses = _losses(logits, y, label_smoothing)
             _, _, new_model_state = nnx.split(model, nnx.Param, ...)
