@@ -9,7 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
+from flax import nnx
+
+from cnnexp.models import create_model
+from cnnexp.models.recording import LayerRecord, recording
 
 # The smallest real experiment: the bundled digits, LeNet, two short epochs.
 TINY = ["data=digits", "trainer.epochs=2", "trainer.batch_size=64", "trainer.log_every_steps=5", "trainer.progress=false"]
@@ -60,3 +66,16 @@ def stable_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the fields that measure time."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in VOLATILE_KEYS} for r in records]
+
+
+def layer_records(name: str, options: dict, shape: tuple[int, int, int], classes: int = 10) -> list[LayerRecord]:
+    """The leaf layers' records of one eval-mode forward pass, traced abstractly (nothing allocated)."""
+
+    def forward():
+        model = create_model(name, options, input_shape=shape, num_classes=classes, rngs=nnx.Rngs(0))
+        model.eval()
+        return model(jnp.zeros((1, *shape)))
+
+    with recording() as records:
+        jax.eval_shape(forward)
+    return records

@@ -1,26 +1,11 @@
 """AlexNet (torchvision's single-tower layout) and alexnet_lite for small images."""
 
-import jax
-import jax.numpy as jnp
 import pytest
 from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
-from cnnexp.models.recording import recording
-
-
-def layer_records(name, options, shape):
-    """The leaf layers' records of one eval-mode forward pass, traced abstractly (nothing allocated)."""
-
-    def forward():
-        model = create_model(name, options, input_shape=shape, num_classes=10, rngs=nnx.Rngs(0))
-        model.eval()
-        return model(jnp.zeros((1, *shape)))
-
-    with recording() as records:
-        jax.eval_shape(forward)
-    return records
+from conftest import layer_records
 
 
 def test_alexnet_has_torchvisions_parameter_count():
@@ -46,17 +31,6 @@ def test_alexnet_lite_parameter_count_and_maps():
     assert count_params(model) == 1_664 + 307_392 + 663_936 + 884_992 + 590_080 + 2_360_320 + 1_049_600 + 10_250
     pools = [r.output_shape[1] for r in layer_records("alexnet_lite", {}, (28, 28, 1)) if r.kind == "pool"]
     assert pools == [14, 7, 3]
-
-
-@pytest.mark.parametrize("name", ["alexnet", "alexnet_lite"])
-def test_dropout_is_active_in_train_mode_only(name):
-    model = create_model(name, {"width": 0.05}, input_shape=(8, 8, 1), num_classes=10, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    forward = nnx.jit(lambda model, x: model(x))  # one compilation per mode: faster than op by op
-    model.train()
-    assert not jnp.allclose(forward(model, x), forward(model, x))
-    model.eval()
-    assert jnp.array_equal(forward(model, x), forward(model, x))
 
 
 @pytest.mark.parametrize("option", [{"dropout": 1.0}, {"dropout": -0.1}, {"width": 0}])

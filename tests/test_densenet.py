@@ -1,6 +1,4 @@
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
 
@@ -18,10 +16,6 @@ def build(options=None, shape=(8, 8, 1), classes=10):
 def build_abstract(options, shape, classes):
     """The model with shapes only: no parameters are allocated."""
     return nnx.eval_shape(lambda: build(options, shape, classes))
-
-
-def batch_stats(model):
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
 
 
 def test_densenet_121_has_torchvisions_parameter_count():
@@ -106,27 +100,3 @@ def test_maxout_is_refused():
 def test_bad_options_are_user_errors(options, message):
     with pytest.raises(UserError, match=message):
         build(options)
-
-
-def test_batch_statistics_update_in_train_mode_only():
-    model = build(TINY)
-    x = 3.0 + jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
-    initial = batch_stats(model)
-    model.train()
-    model(x)
-    trained = batch_stats(model)
-    assert not all(np.array_equal(a, b) for a, b in zip(initial, trained, strict=True))
-    model.eval()
-    first, second = model(x), model(x)
-    np.testing.assert_array_equal(first, second)
-    assert all(np.array_equal(a, b) for a, b in zip(trained, batch_stats(model), strict=True))
-
-
-def test_dropout_is_random_in_train_mode_only():
-    x = jax.random.normal(jax.random.key(4), (2, 8, 8, 1))
-    assert all(layer.dropout is None for layer in build(TINY).stages[1])
-    model = build({**TINY, "dropout": 0.5})
-    model.train()
-    assert not jnp.allclose(model(x), model(x))
-    model.eval()
-    np.testing.assert_array_equal(model(x), model(x))

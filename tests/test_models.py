@@ -3,12 +3,15 @@
 New models are covered by registering them; nothing here names a family. Full-width models
 are narrowed with `model.width` where they have it, so the whole file stays fast on CPU."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
+from omegaconf import OmegaConf
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model, list_models
@@ -16,6 +19,7 @@ from cnnexp.models.registry import model_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.training.steps import init_state, make_train_step
 
+CONF_MODEL = Path(__file__).parent.parent / "conf" / "model"
 SHAPE = (8, 8, 1)  # the bundled digits
 CLASSES = 10
 BATCH = 16
@@ -28,8 +32,12 @@ def plain(tree):
     )
 
 
+# Fewer layers where a family's depth is an option of its own (DenseNet-BC-100 has 48 dense layers).
+FEWER_LAYERS = {"densenet": {"block_layers": [2, 2, 2]}}
+
+
 def small_options(name: str) -> dict:
-    return {"width": 0.25} if "width" in model_options(name) else {}
+    return {**({"width": 0.25} if "width" in model_options(name) else {}), **FEWER_LAYERS.get(name, {})}
 
 
 def build(name: str, shape=SHAPE, seed: int = 0, **options) -> nnx.Module:
@@ -43,12 +51,16 @@ def fixed_batch(shape=SHAPE):
     return images, labels
 
 
+def _forward():
+    return nnx.jit(lambda model, x: model(x))  # one compilation per mode: faster than op by op
+
+
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1)])
 def test_every_model_maps_images_to_class_logits(name, shape):
     model = build(name, shape)
     model.eval()
-    logits = model(jnp.ones((2, *shape)))
+    logits = _forward()(model, jnp.ones((2, *shape)))
     assert logits.shape == (2, CLASSES)
     assert bool(jnp.all(jnp.isfinite(logits)))
 
@@ -103,19 +115,42 @@ def test_checkpoint_round_trips_params_and_model_state(name, tmp_path):
     assert jax.tree.all(jax.tree.map(np.array_equal, plain(state), plain(restored)))
 
 
-def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them():
-    name = next(n for n in list_models() if "norm" in model_options(n) and n != "simple_cnn")
+@pytest.mark.parametrize("name", [n for n in list_models() if "norm" in model_options(n)])
+def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them(name):
     model = build(name, norm="batch")
-    stats = lambda: jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))  # noqa: E731
+    stats = lambda: plain(nnx.state(model, nnx.BatchStat))  # noqa: E731
     x = jax.random.normal(jax.random.key(3), (BATCH, *SHAPE)) * 3 + 1
-    initial = stats()
+    forward, initial = _forward(), stats()
     assert jax.tree.leaves(initial), f"{name} with norm=batch has no batch statistics"
     model.eval()
-    model(x)
+    forward(model, x)
     assert jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
     model.train()
-    model(x)
+    forward(model, x)
     assert not jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if "dropout" in model_options(n)])
+def test_dropout_is_random_in_training_mode_only(name):
+    model = build(name, dropout=0.5)
+    x = jax.random.normal(jax.random.key(4), (4, *SHAPE))
+    forward = _forward()
+    model.train()
+    assert not jnp.allclose(forward(model, x), forward(model, x))
+    model.eval()
+    assert jnp.array_equal(forward(model, x), forward(model, x))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_config_lists_every_option_with_the_builders_default(name):
+    """conf/model/<name>.yaml is the user's reference: it must match what the builder takes."""
+    config = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))
+    assert config.pop("name") == name
+    assert sorted(config) == sorted(model_options(name))
+    abstract = lambda options: nnx.eval_shape(  # noqa: E731
+        lambda: create_model(name, options, input_shape=SHAPE, num_classes=CLASSES, rngs=nnx.Rngs(0))
+    )
+    assert count_params(abstract(config)) == count_params(abstract({}))
 
 
 def test_lenet_has_the_classic_parameter_count():

@@ -1,27 +1,16 @@
 """simple_cnn: the network of source text 000, shape by shape."""
 
-import jax
-import jax.numpy as jnp
 import pytest
 from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
-from cnnexp.models.recording import recording
+from conftest import layer_records
 
 
 def layer_shapes(options, shape):
-    """(kind, input shape, output shape) of every leaf layer in one eval-mode forward pass, traced
-    abstractly (nothing allocated)."""
-
-    def forward():
-        model = create_model("simple_cnn", options, input_shape=shape, num_classes=10, rngs=nnx.Rngs(0))
-        model.eval()
-        return model(jnp.zeros((1, *shape)))
-
-    with recording() as records:
-        jax.eval_shape(forward)
-    return [(r.kind, r.input_shape[1:], r.output_shape[1:]) for r in records]
+    """(kind, input shape, output shape) of every leaf layer in one eval-mode forward pass."""
+    return [(r.kind, r.input_shape[1:], r.output_shape[1:]) for r in layer_records("simple_cnn", options, shape)]
 
 
 def test_the_shapes_of_the_text():
@@ -51,17 +40,6 @@ def test_parameter_count_by_hand():
 def test_an_8x8_digit_keeps_a_pixel_through_the_second_pool():
     shapes = [out for kind, _, out in layer_shapes({}, (8, 8, 1)) if kind in ("conv", "pool")]
     assert shapes == [(6, 6, 25), (3, 3, 25), (1, 1, 50), (1, 1, 50)]
-
-
-def test_dropout_is_active_in_train_mode_only():
-    model = create_model("simple_cnn", {"width": 0.2, "hidden": 16, "dropout": 0.5}, input_shape=(8, 8, 1),
-                         num_classes=10, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    forward = nnx.jit(lambda model, x: model(x))  # one compilation per mode: faster than op by op
-    model.train()
-    assert not jnp.allclose(forward(model, x), forward(model, x))
-    model.eval()
-    assert jnp.array_equal(forward(model, x), forward(model, x))
 
 
 @pytest.mark.parametrize("options", [{"hidden": -1}, {"hidden": 0, "dropout": 0.5}])

@@ -1,26 +1,11 @@
 """VGG: torchvision's configurations, counts and heads."""
 
-import jax
-import jax.numpy as jnp
 import pytest
 from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
-from cnnexp.models.recording import recording
-
-
-def layer_records(name, options, shape):
-    """The leaf layers' records of one eval-mode forward pass, traced abstractly (nothing allocated)."""
-
-    def forward():
-        model = create_model(name, options, input_shape=shape, num_classes=10, rngs=nnx.Rngs(0))
-        model.eval()
-        return model(jnp.zeros((1, *shape)))
-
-    with recording() as records:
-        jax.eval_shape(forward)
-    return records
+from conftest import layer_records
 
 
 @pytest.mark.parametrize(("options", "expected"), [
@@ -69,14 +54,3 @@ def test_head_choice(head, shape, adaptive):
 def test_unknown_variant_or_head_lists_the_valid_ones(option, message):
     with pytest.raises(UserError, match=message):
         create_model("vgg", option, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0))
-
-
-def test_dropout_is_active_in_train_mode_only():
-    model = create_model("vgg", {"variant": "vgg11", "width": 0.05}, input_shape=(8, 8, 1), num_classes=10,
-                         rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    forward = nnx.jit(lambda model, x: model(x))  # one compilation per mode: faster than op by op
-    model.train()
-    assert not jnp.allclose(forward(model, x), forward(model, x))
-    model.eval()
-    assert jnp.array_equal(forward(model, x), forward(model, x))

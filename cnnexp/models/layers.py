@@ -33,6 +33,7 @@ Padding = str | int
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 MAXOUT_PIECES = 2
+LECUN_NORMAL = nnx.initializers.lecun_normal()  # Flax's default kernel initializer
 
 
 def _maxout(x: jax.Array) -> jax.Array:
@@ -155,7 +156,7 @@ class Conv2d(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
                  padding: Padding = "same", use_bias: bool = True, impl: str = "library",
-                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+                 kernel_init: nnx.Initializer = LECUN_NORMAL, rngs: nnx.Rngs):
         self.kernel_size, self.stride, self.padding, self.impl = kernel_size, stride, padding, impl
         self.kernel = nnx.Param(kernel_init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
@@ -242,7 +243,7 @@ class Dense(nnx.Module):
     """A fully connected layer on the last axis."""
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool = True,
-                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal(), rngs: nnx.Rngs):
+                 kernel_init: nnx.Initializer = LECUN_NORMAL, rngs: nnx.Rngs):
         self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
 
@@ -282,7 +283,7 @@ class ConvNormAct(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, layers: LayerOptions, *,
                  stride: int = 1, padding: Padding | None = None, rngs: nnx.Rngs,
-                 kernel_init: nnx.Initializer = nnx.initializers.lecun_normal()):
+                 kernel_init: nnx.Initializer = LECUN_NORMAL):
         wide = out_features * layers.pieces
         self.layers = layers
         self.conv = Conv2d(in_features, wide, kernel_size, stride=stride,
