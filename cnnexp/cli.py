@@ -39,13 +39,13 @@ def _fail(error: BaseException) -> int:
     return getattr(error, "exit_code", 1)
 
 
-def _register_hydra_extensions() -> None:
+def register_hydra_extensions() -> None:
     """What every command's configs need: cnnexp's resolvers and `data=<any TFDS name>`."""
     register_resolvers()
     register_config_source()
 
 
-def _compose(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> DictConfig:
+def compose_config(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> DictConfig:
     """Compose and `validate` a command's config outside Hydra's app runner, to catch bad input
     before anything is written (and for train, to resolve `resume=latest`). Hydra's own
     messages become UserErrors."""
@@ -71,7 +71,7 @@ def _override_key(override: str) -> str:
 def _resolve_resume(overrides: list[str]) -> list[str]:
     """Turn `resume=` into a run folder and that run's own overrides, so `resume=<folder>` alone
     continues the run with its config (overrides given now still win)."""
-    cfg = _compose("train", overrides, validate_config)
+    cfg = compose_config("train", overrides, validate_config)
     if not cfg.resume:
         return overrides
     if cfg.resume == "latest":
@@ -86,7 +86,7 @@ def _resolve_resume(overrides: list[str]) -> list[str]:
     merged = {_override_key(o): o for o in OmegaConf.load(saved) if _override_key(o) != "resume"}
     merged.update(given)
     resolved = [*merged.values(), f"resume={run_dir}"]
-    _compose("train", resolved, validate_config)
+    compose_config("train", resolved, validate_config)
     return resolved
 
 
@@ -122,7 +122,7 @@ def _train_app(cfg: DictConfig) -> float | None:
 
 
 def _train_command(args: list[str]) -> int:
-    _register_hydra_extensions()
+    register_hydra_extensions()
     is_flag = [a.startswith("-") for a in args]
     if not any(is_flag):  # a plain single run: check it before Hydra creates anything
         args = _resolve_resume(args)
@@ -151,14 +151,14 @@ def _summary_command(args: list[str]) -> int:
     line and exit 2 as for train; flags (--help, --cfg job) go to Hydra's own runner."""
     from cnnexp.analysis import validate_summary_config
 
-    _register_hydra_extensions()
+    register_hydra_extensions()
     if "-m" in args or "--multirun" in args:
         raise UserError("summary prints one model's table; -m sweeps are for train")
     if any(a.startswith("-") for a in args):  # --help, --cfg job, ...: Hydra's own flags
         sys.argv = ["cnnexp summary", *args]
         _summary_app()
         return 0
-    _show_summary(_compose("summary", args, validate_summary_config))
+    _show_summary(compose_config("summary", args, validate_summary_config))
     return 0
 
 

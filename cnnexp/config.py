@@ -50,3 +50,8 @@ def config_fingerprint(cfg: DictConfig) -> str:
         container.get("trainer", {}).pop(key, None)
     canonical = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def model_options(model_cfg: DictConfig) -> dict:
+    """The options of `model=<name>` as create_model takes them: everything but the name."""
+    return {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k != "name"}

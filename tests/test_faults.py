@@ -10,13 +10,16 @@ from conftest import cnnexp_executable, read_summary, run_dirs, stable_metrics
 # Long enough to be killed mid-run: 323 small steps per epoch (digits: 1,293 training images).
 STEPS_PER_EPOCH = 1293 // 4
 SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=4", "trainer.log_every_steps=20", "trainer.progress=false"]
+# A model with batch norm and dropout: their statistics and random stream must survive a resume too.
+BN_DROPOUT = ["model=simple_cnn", "model.norm=batch", "model.dropout=0.3", "model.hidden=32", "model.width=0.4"]
 
 
-def _signal_during_second_epoch(env, cwd: Path, signum: int) -> tuple[Path, subprocess.Popen]:
-    """Start a SLOW run in `cwd`; once it has checkpointed epoch 1, send it `signum`."""
+def _signal_during_second_epoch(env, cwd: Path, signum: int, extra=()) -> tuple[Path, subprocess.Popen]:
+    """Start a SLOW run (plus `extra` overrides) in `cwd`; once it has checkpointed epoch 1,
+    send it `signum`."""
     cwd.mkdir(exist_ok=True)
     process = subprocess.Popen(
-        [cnnexp_executable(), "train", *SLOW], cwd=cwd, env=env,
+        [cnnexp_executable(), "train", *SLOW, *extra], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 120
@@ -38,9 +41,9 @@ def _checkpoint_steps(run: Path) -> list[int]:
     return sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) if last.is_dir() else []
 
 
-def _uninterrupted(cnnexp, cwd: Path) -> Path:
+def _uninterrupted(cnnexp, cwd: Path, extra=()) -> Path:
     cwd.mkdir()
-    result = cnnexp("train", *SLOW, cwd=cwd)
+    result = cnnexp("train", *SLOW, *extra, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(cwd / "outputs")
     return run
@@ -64,9 +67,9 @@ def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path):
 
 
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_path):
-    reference = _uninterrupted(cnnexp, tmp_path / "reference")
+    reference = _uninterrupted(cnnexp, tmp_path / "reference", BN_DROPOUT)
     cwd = tmp_path / "interrupted"
-    run, process = _signal_during_second_epoch(cnnexp.env, cwd, signal.SIGINT)
+    run, process = _signal_during_second_epoch(cnnexp.env, cwd, signal.SIGINT, BN_DROPOUT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"resume={run}" in stderr

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from cnnexp.config import model_options
 from cnnexp.analysis.receptive_field import GLOBAL, ReceptiveField, layer_receptive_fields
 from cnnexp.console import console
 from cnnexp.errors import UserError
@@ -173,7 +174,7 @@ def summary_from_config(cfg: DictConfig) -> ModelSummary:
         if None in input_shape or num_classes is None:
             raise UserError(f"dataset {dataset!r} does not fix the image size or class count "
                             f"(images {input_shape}, {num_classes} classes): give input_shape=[H,W,C] num_classes=N")
-    options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
+    options = model_options(cfg.model)
     return summarize_model(cfg.model.name, options, input_shape, num_classes, dataset=dataset)
 
 

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cnnexp.config import validate_config
+from cnnexp.config import model_options, validate_config
 from cnnexp.console import print_summary, training_progress
 from cnnexp.data import Split, load_dataset
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
@@ -114,9 +114,8 @@ class Trainer:
             "x".join(map(str, self.data.input_shape)), self.data.num_classes,
         )
 
-        model_options = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
         model = create_model(
-            cfg.model.name, model_options, input_shape=self.data.input_shape,
+            cfg.model.name, model_options(cfg.model), input_shape=self.data.input_shape,
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
