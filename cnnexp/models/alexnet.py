@@ -33,7 +33,18 @@ from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models.layers import (
-    AdaptiveAvgPool, Conv2d, Dense, LayerOptions, Norm, Padding, Pool2d, activate, output_size, resolve_padding,
+    AdaptiveAvgPool,
+    Conv2d,
+    Dense,
+    LayerOptions,
+    Norm,
+    Padding,
+    Pool2d,
+    activate,
+    check_dropout,
+    check_width,
+    output_size,
+    resolve_padding,
     scaled,
 )
 from cnnexp.models.registry import register_model
@@ -56,14 +67,6 @@ class Pool:
     window: int = 2
     stride: int = 2
     floor: bool = False  # drop a last partial window (11 -> 5) unless the map is smaller than the window
-
-
-def check_width_and_dropout(width: float, dropout: float) -> None:
-    """UserError unless `width` > 0 and 0 <= `dropout` < 1."""
-    if not width > 0:
-        raise UserError(f"model.width must be positive, not {width!r}")
-    if not 0 <= dropout < 1:
-        raise UserError(f"model.dropout is a drop probability in [0, 1), not {dropout!r}")
 
 
 def map_size(size: int, window: int, stride: int, padding: Padding) -> int:
@@ -128,7 +131,8 @@ class ConvNet(nnx.Module):
     def __init__(self, plan: Sequence[Conv | Pool], hidden: Sequence[int], *, input_shape: tuple[int, int, int],
                  num_classes: int, layers: LayerOptions, width: float, dropout: float,
                  adaptive_pool: int | None = None, dropout_before_hidden: bool = False, rngs: nnx.Rngs):
-        check_width_and_dropout(width, dropout)
+        check_width(width)
+        check_dropout(dropout)
         rows, cols, channels = input_shape
         features: list[nnx.Module] = []
         for step in plan:

@@ -31,9 +31,20 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnnexp.errors import UserError
-from cnnexp.models.layers import Dense, GlobalAvgPool, LayerOptions, Norm, Pool2d, activate, scaled
+from cnnexp.models.layers import (
+    Dense,
+    GlobalAvgPool,
+    LayerOptions,
+    Norm,
+    Pool2d,
+    activate,
+    check_dropout,
+    check_width,
+    is_number,
+    scaled,
+)
 from cnnexp.models.registry import register_model
-from cnnexp.models.resnet import NormActConv, Stem, check_width, choose_stem
+from cnnexp.models.resnet import NormActConv, Stem, choose_stem
 
 BOTTLENECK_WIDTH = 4  # the 1x1 conv of a dense layer makes this many times the growth rate
 HE_NORMAL_FAN_IN = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -100,12 +111,8 @@ class DenseNet(nnx.Module):
         return self.head(self.pool(activate(self.final_norm(x), self.layers)))
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _is_positive_int(value: object) -> bool:
-    return _is_number(value) and isinstance(value, int) and value > 0
+    return is_number(value) and isinstance(value, int) and value > 0
 
 
 @register_model("densenet", layer_options=("activation", "norm"))
@@ -117,10 +124,9 @@ def densenet(*, input_shape: tuple[int, int, int], num_classes: int, rngs: nnx.R
     if isinstance(block_layers, str | int) or not block_layers or not all(map(_is_positive_int, block_layers)):
         raise UserError(f"model.block_layers must be a list of positive integers (layers per dense block), "
                         f"not {block_layers!r}")
-    if not (_is_number(compression) and 0 < compression <= 1):
+    if not (is_number(compression) and 0 < compression <= 1):
         raise UserError(f"model.compression must be in (0, 1], not {compression!r}")
-    if not (_is_number(dropout) and 0 <= dropout < 1):
-        raise UserError(f"model.dropout must be in [0, 1), not {dropout!r}")
+    check_dropout(dropout)
     check_width(width)
     layers.require_elementwise_activation(
         "densenet", "its layers are pre-activation (batch norm, then activation), with no convolution "

@@ -30,8 +30,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnexp.models.alexnet import check_width_and_dropout
-from cnnexp.models.layers import ConvNormAct, Dense, GlobalAvgPool, LayerOptions, Pool2d, scaled
+from cnnexp.models.layers import (
+    ConvNormAct,
+    Dense,
+    GlobalAvgPool,
+    LayerOptions,
+    Pool2d,
+    check_dropout,
+    check_width,
+    scaled,
+)
 from cnnexp.models.registry import register_model
 
 
@@ -86,7 +94,8 @@ class GoogLeNet(nnx.Module):
 
     def __init__(self, *, input_shape: tuple[int, int, int], num_classes: int, rngs: nnx.Rngs, layers: LayerOptions,
                  reduce: bool, width: float, dropout: float):
-        check_width_and_dropout(width, dropout)
+        check_width(width)
+        check_dropout(dropout)
         channels = scaled(STEM_CHANNELS, width)
         self.stem = ConvNormAct(input_shape[2], channels, 3, layers, padding="same", rngs=rngs)
         self.stages = nnx.List()

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnnexp.errors import UserError
-from cnnexp.models import reference_ops, recording
+from cnnexp.models import recording, reference_ops
 
 Padding = str | int
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -95,6 +95,23 @@ class LayerOptions:
 def activate(x: jax.Array, layers: LayerOptions) -> jax.Array:
     """Apply the model's activation (maxout expects `layers.pieces` times the channels)."""
     return ACTIVATIONS[layers.activation](x)
+
+
+def is_number(value: object) -> bool:
+    """An int or float from the config (YAML's true/false are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_width(width: object) -> None:
+    """A UserError unless the channel multiplier `model.width` is a positive number."""
+    if not (is_number(width) and width > 0):
+        raise UserError(f"model.width must be a positive number, not {width!r}")
+
+
+def check_dropout(dropout: object) -> None:
+    """A UserError unless `model.dropout` is a drop probability in [0, 1)."""
+    if not (is_number(dropout) and 0 <= dropout < 1):
+        raise UserError(f"model.dropout must be in [0, 1), not {dropout!r}")
 
 
 def scaled(channels: int, width: float) -> int:

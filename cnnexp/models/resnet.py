@@ -37,7 +37,16 @@ from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models.layers import (
-    Conv2d, ConvNormAct, Dense, GlobalAvgPool, LayerOptions, Norm, Pool2d, activate, scaled,
+    Conv2d,
+    ConvNormAct,
+    Dense,
+    GlobalAvgPool,
+    LayerOptions,
+    Norm,
+    Pool2d,
+    activate,
+    check_width,
+    scaled,
 )
 from cnnexp.models.registry import register_model
 
@@ -61,12 +70,6 @@ def choose_stem(stem: str, input_shape: tuple[int, int, int]) -> str:
     if stem == "auto":
         return "imagenet" if min(input_shape[:2]) >= IMAGENET_STEM_MIN_SIZE else "small"
     return stem
-
-
-def check_width(width: float) -> None:
-    """A UserError unless the channel multiplier `model.width` is a positive number."""
-    if isinstance(width, bool) or not isinstance(width, int | float) or width <= 0:
-        raise UserError(f"model.width must be a positive number, not {width!r}")
 
 
 def _conv(in_features: int, out_features: int, kernel_size: int, layers: LayerOptions, *, stride: int = 1,
