@@ -12,9 +12,9 @@ everything, with the environment, to outputs/bench/<run name>.json.
 from __future__ import annotations
 
 import argparse
-import re
 import json
 import os
+import re
 import statistics
 import sys
 import time

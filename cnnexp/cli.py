@@ -147,7 +147,7 @@ def _summary_app(cfg: DictConfig) -> None:
 
 
 def _summary_command(args: list[str]) -> int:
-    """Print a summary table. Plain overrides are composed by `_compose`, so bad input is one
+    """Print a summary table. Plain overrides are composed by `compose_config`, so bad input is one
     line and exit 2 as for train; flags (--help, --cfg job) go to Hydra's own runner."""
     from cnnexp.analysis import validate_summary_config
 

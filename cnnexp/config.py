@@ -23,11 +23,11 @@ def validate_config(cfg: DictConfig) -> None:
         ("trainer.eval_batch_size", cfg.trainer.eval_batch_size, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
         ("trainer.log_every_steps", cfg.trainer.log_every_steps, lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
         ("trainer.checkpoint_keep", cfg.trainer.checkpoint_keep, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("optim.lr", cfg.optim.lr, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        ("optim.weight_decay", cfg.optim.get("weight_decay", 0.0), lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        ("data.val_fraction", cfg.data.val_fraction, lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
-        ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        ("optim.lr", cfg.optim.lr, lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        ("optim.weight_decay", cfg.optim.get("weight_decay", 0.0), lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        ("data.val_fraction", cfg.data.val_fraction, lambda v: is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
+        ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ]
     for key, value, ok, expected in checks:
@@ -35,8 +35,14 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(f"invalid {key}={value!r}: must be {expected}")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_number(value: object) -> bool:
+    """An int or float from the config (YAML's true/false are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_positive_int(value: object) -> bool:
+    """An integer > 0 (not a bool)."""
+    return is_number(value) and isinstance(value, int) and value > 0
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from cnnexp.config import model_options
 from cnnexp.analysis.receptive_field import GLOBAL, ReceptiveField, layer_receptive_fields
+from cnnexp.config import is_positive_int, model_options
 from cnnexp.console import console
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
@@ -148,14 +148,10 @@ def validate_summary_config(cfg: DictConfig) -> None:
     if cfg.format not in FORMATS:
         raise UserError(f"invalid format={cfg.format!r}: must be one of {', '.join(FORMATS)}")
     shape = OmegaConf.to_object(cfg.input_shape) if OmegaConf.is_config(cfg.input_shape) else cfg.input_shape
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(map(_is_positive_int, shape))):
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(map(is_positive_int, shape))):
         raise UserError(f"invalid input_shape={shape!r}: must be [H,W,C], three integers > 0 (e.g. [224,224,3])")
-    if cfg.num_classes is not None and not _is_positive_int(cfg.num_classes):
+    if cfg.num_classes is not None and not is_positive_int(cfg.num_classes):
         raise UserError(f"invalid num_classes={cfg.num_classes!r}: must be an integer > 0")
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def summary_from_config(cfg: DictConfig) -> ModelSummary:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from cnnexp.data.dataset import ImageDataset, Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
-from cnnexp.data.tfds_source import _builder, load_tfds_splits
-from cnnexp.errors import UserError
+from cnnexp.data.tfds_source import load_tfds_splits, tfds_signature
 
 __all__ = ["ImageDataset", "Split", "dataset_signature", "load_dataset"]
 
@@ -35,20 +31,7 @@ def load_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset:
 
 def dataset_signature(data_cfg: DictConfig) -> tuple[tuple[int | None, ...], int | None]:
     """(image shape H, W, C; class count) of the dataset `data_cfg` names, None where the
-    dataset does not fix them (images of varying size). Read from TFDS's builder info: nothing
-    is downloaded, prepared or loaded, so `cnnexp summary` works before any data exists."""
+    dataset does not fix them; nothing is loaded, so `cnnexp summary` works before any data exists."""
     if data_cfg.name == "digits":
         return DIGITS_SIGNATURE
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)  # TFDS warns that an unprepared dataset has no dataset_info.json
-    try:
-        info = _builder(data_cfg.name, Path(str(data_cfg.data_dir)).expanduser()).info
-    finally:
-        absl.setLevel(level)
-    keys = info.supervised_keys
-    if keys is None or len(keys) != 2:
-        raise UserError(f"dataset {data_cfg.name!r} has no (image, label) supervised keys")
-    image, label = (info.features[key] for key in keys)
-    shape = tuple(image.shape)
-    return (*shape, 1) if len(shape) == 2 else shape, getattr(label, "num_classes", None)
+    return tfds_signature(data_cfg.name, str(data_cfg.data_dir))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fcntl
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,28 @@ def _builder(name: str, data_dir: Path):
         close = difflib.get_close_matches(name, tfds.core.registered.list_imported_builders(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"TFDS has no dataset named {name!r}{hint}") from None
+
+
+def _supervised_keys(name: str, info) -> tuple[str, str]:
+    """The (image, label) feature names of a TFDS dataset, or a UserError."""
+    if info.supervised_keys is None or len(info.supervised_keys) != 2:
+        raise UserError(f"dataset {name!r} has no (image, label) supervised keys")
+    return tuple(info.supervised_keys)
+
+
+def tfds_signature(name: str, data_dir: str) -> tuple[tuple[int | None, ...], int | None]:
+    """(image shape H, W, C; class count) of TFDS dataset `name`, None where the dataset does
+    not fix them. Read from the builder's info: nothing is downloaded, prepared or loaded."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # TFDS warns that an unprepared dataset has no dataset_info.json
+    try:
+        info = _builder(name, Path(data_dir).expanduser()).info
+    finally:
+        absl.setLevel(level)
+    image, label = (info.features[key] for key in _supervised_keys(name, info))
+    shape = tuple(image.shape)
+    return (*shape, 1) if len(shape) == 2 else shape, getattr(label, "num_classes", None)
 
 
 def _how_to_get(name: str, data_dir: Path) -> str:
@@ -116,9 +139,7 @@ def load_tfds_splits(
                 _prepare(name, builder, directory, source, download)
                 builder = _builder(name, directory)
     info = builder.info
-    if info.supervised_keys is None or len(info.supervised_keys) != 2:
-        raise UserError(f"dataset {name!r} has no (image, label) supervised keys")
-    image_key, label_key = info.supervised_keys
+    image_key, label_key = _supervised_keys(name, info)
     splits = set(info.splits)
     test_name = next((s for s in ("test", "validation") if s in splits), None)
     if "train" not in splits or test_name is None:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnnexp.config import is_number, is_positive_int
 from cnnexp.errors import UserError
 from cnnexp.models.layers import (
     Dense,
@@ -40,7 +41,6 @@ from cnnexp.models.layers import (
     activate,
     check_dropout,
     check_width,
-    is_number,
     scaled,
 )
 from cnnexp.models.registry import register_model
@@ -111,17 +111,13 @@ class DenseNet(nnx.Module):
         return self.head(self.pool(activate(self.final_norm(x), self.layers)))
 
 
-def _is_positive_int(value: object) -> bool:
-    return is_number(value) and isinstance(value, int) and value > 0
-
-
 @register_model("densenet", layer_options=("activation", "norm"))
 def densenet(*, input_shape: tuple[int, int, int], num_classes: int, rngs: nnx.Rngs, layers: LayerOptions,
              growth_rate: int = 12, block_layers: Sequence[int] = (16, 16, 16), compression: float = 0.5,
              width: float = 1.0, dropout: float = 0.0, stem: str = "auto") -> DenseNet:
-    if not _is_positive_int(growth_rate):
+    if not is_positive_int(growth_rate):
         raise UserError(f"model.growth_rate must be a positive integer, not {growth_rate!r}")
-    if isinstance(block_layers, str | int) or not block_layers or not all(map(_is_positive_int, block_layers)):
+    if isinstance(block_layers, str | int) or not block_layers or not all(map(is_positive_int, block_layers)):
         raise UserError(f"model.block_layers must be a list of positive integers (layers per dense block), "
                         f"not {block_layers!r}")
     if not (is_number(compression) and 0 < compression <= 1):

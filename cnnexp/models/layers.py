@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnnexp.config import is_number
 from cnnexp.errors import UserError
 from cnnexp.models import recording, reference_ops
 
@@ -95,11 +96,6 @@ class LayerOptions:
 def activate(x: jax.Array, layers: LayerOptions) -> jax.Array:
     """Apply the model's activation (maxout expects `layers.pieces` times the channels)."""
     return ACTIVATIONS[layers.activation](x)
-
-
-def is_number(value: object) -> bool:
-    """An int or float from the config (YAML's true/false are not numbers here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_width(width: object) -> None:
