@@ -10,10 +10,25 @@ STAMP := $(VENV)/.installed
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench clean
+.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu clean
+
+# The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
+# reproduction is never overwritten.
+ZOO := lenet simple_cnn alexnet alexnet_lite vgg inception resnet densenet
+SEEDS ?= 0,1,2
+NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
+comma := ,
+zoo_presets = $(subst $() ,$(comma),$(strip $(foreach m,$(ZOO),$(m)_fashion_mnist$(1))))
+# Sweep every preset over the seeds (a failed run does not stop the others), then tabulate and
+# publish: $(call reproduce,<preset suffix>,<sweep folder>,<section of docs/results.md>,<target>)
+define reproduce
+	$(BIN)/cnnexp train -m experiment=$(call zoo_presets,$(1)) seed=$(SEEDS) hydra.sweep.dir=$(2) $(ARGS); \
+	status=$$?; \
+	$(BIN)/python -m cnnexp.analysis.publish $(2) --doc docs/results.md --section $(3) --command "make $(4)" && exit $$status
+endef
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +55,12 @@ test: setup  ## run the test suite
 
 bench: setup  ## time im2col conv and reference max pool against XLA's (make bench ARGS='--quick')
 	$(BIN)/python -m cnnexp.bench $(ARGS)
+
+reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~40 min on 2 cores); report + docs/results.md
+	$(call reproduce,_cpu,outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
+
+reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
+	$(call reproduce,,outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
 
 clean:  ## remove the virtualenv and build files (keeps outputs/)
 	rm -rf $(VENV) build dist *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -16,8 +17,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp import __version__
-from cnnexp.config import config_fingerprint, validate_config
+from cnnexp.config import config_fingerprint, objective_direction, validate_config
 from cnnexp.errors import TrainingInterrupted, UserError
+from cnnexp.launchers import share_accelerator_between_jobs
 from cnnexp.runs.naming import find_latest_run, register_resolvers
 from cnnexp.tfds_config_source import register as register_config_source
 
@@ -42,6 +44,8 @@ def _fail(error: BaseException) -> int:
 def register_hydra_extensions() -> None:
     """What every command's configs need: cnnexp's resolvers and `data=<any TFDS name>`."""
     register_resolvers()
+    # hparams_search presets point Optuna's direction at the objective's own direction.
+    OmegaConf.register_new_resolver("cnnexp_objective_direction", objective_direction, replace=True)
     register_config_source()
 
 
@@ -91,19 +95,22 @@ def _resolve_resume(overrides: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
-def _train_app(cfg: DictConfig) -> float | None:
-    """Hydra's task: one run (called once per combination in a multirun)."""
+def _train_app(cfg: DictConfig) -> float:
+    """Hydra's task: one run (called once per combination in a multirun). Returns the run's
+    `objective` for sweepers; NaN for a failed run, which Optuna records as a failed trial."""
     global _exit_code
     from cnnexp.training.run import train
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if multirun:
+        share_accelerator_between_jobs(hydra_cfg.launcher)
     try:
         if multirun and cfg.resume:
             raise UserError("resume= continues one run; it cannot be combined with -m")
         summary = train(cfg, run_dir, config_fingerprint(cfg))
-        return summary.get("best_val_accuracy")
+        return float(summary[cfg.objective])
     except TrainingInterrupted as stop:
         print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}", file=sys.stderr)
         _exit_code = stop.exit_code
@@ -118,7 +125,23 @@ def _train_app(cfg: DictConfig) -> float | None:
         # One broken combination must not cost the rest of the sweep; its summary says failed.
         log.error("run %s failed:\n%s", run_dir, traceback.format_exc())
         _exit_code = max(_exit_code, 1)
-    return None
+    return math.nan
+
+
+def _check_sweep_objective(args: list[str]) -> None:
+    """A wrong `objective=` is wrong for every job of a sweep: refuse it before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    given = [a for a in args if _override_key(a) == "objective"]
+    try:
+        overrides = OverridesParser.create().parse_overrides(given)
+    except HydraException as error:
+        raise UserError(" ".join(str(error).split())) from None
+    for override in overrides:
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+        for value in values:
+            objective_direction(str(value))
 
 
 def _train_command(args: list[str]) -> int:
@@ -126,6 +149,8 @@ def _train_command(args: list[str]) -> int:
     is_flag = [a.startswith("-") for a in args]
     if not any(is_flag):  # a plain single run: check it before Hydra creates anything
         args = _resolve_resume(args)
+    elif "-m" in args or "--multirun" in args:
+        _check_sweep_objective(args)
     sys.argv = ["cnnexp train", *args]
     _train_app()
     return _exit_code

@@ -9,8 +9,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnexp.errors import UserError
 
+# What `objective=` may name: summary.json values the train task returns to Hydra's sweepers,
+# with the direction an optimizer should push them.
+OBJECTIVES = {
+    "best_val_accuracy": "maximize",
+    "final_val_accuracy": "maximize",
+    "test_accuracy": "maximize",
+    "test_loss": "minimize",
+}
+
 # Keys that say where a run lives or how it is shown, not what it computes.
-_NOT_FINGERPRINTED = ("hydra", "resume", "paths")
+_NOT_FINGERPRINTED = ("hydra", "resume", "paths", "objective")
 _NOT_FINGERPRINTED_DATA = ("data_dir", "source_dir", "download")
 _NOT_FINGERPRINTED_TRAINER = ("progress",)
 
@@ -33,6 +42,15 @@ def validate_config(cfg: DictConfig) -> None:
     for key, value, ok, expected in checks:
         if not ok(value):
             raise UserError(f"invalid {key}={value!r}: must be {expected}")
+    objective_direction(cfg.objective)
+
+
+def objective_direction(objective: str) -> str:
+    """"maximize" or "minimize" for a valid `objective=`; a UserError listing the valid ones otherwise."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"invalid objective={objective!r}: the train task reports "
+                        f"{', '.join(OBJECTIVES)} (best_val_accuracy unless you have a reason)")
+    return OBJECTIVES[objective]
 
 
 def is_number(value: object) -> bool:

@@ -33,8 +33,10 @@ def test_preset_composes_and_its_model_builds_for_fashion_mnist(preset):
     if preset.endswith("_cpu"):
         full = compose_config("train", [f"experiment={preset.removesuffix('_cpu')}"], validate_config)
         assert cfg.trainer.epochs < full.trainer.epochs
-        assert (cfg.model.name, cfg.optim, cfg.schedule, cfg.loss) == (full.model.name, full.optim, full.schedule,
-                                                                       full.loss)
+        assert (cfg.model.name, cfg.optim, cfg.loss) == (full.model.name, full.optim, full.loss)
+        # The warmup may shrink with the budget; the schedule's kind and shape stay.
+        assert {k: v for k, v in cfg.schedule.items() if k != "warmup_epochs"} == \
+            {k: v for k, v in full.schedule.items() if k != "warmup_epochs"}
 
 
 def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):

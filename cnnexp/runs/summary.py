@@ -38,6 +38,7 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
         "host": platform.node(),
+        "pid": os.getpid(),  # tells parallel jobs apart, and whether a "running" run's process is gone
         "git_commit": _git_commit(),
     }
 

@@ -1,0 +1,30 @@
+"""What a run does differently when Hydra's launcher runs several jobs side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from omegaconf import DictConfig
+
+# Environment variables with which the user already chose how JAX takes device memory.
+_JAX_MEMORY_SETTINGS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR")
+
+
+def runs_jobs_side_by_side(launcher_cfg: DictConfig) -> bool:
+    """True for launchers that run jobs of one sweep at once on this machine (joblib)."""
+    return "joblib" in str(launcher_cfg.get("_target_", "")).lower()
+
+
+def share_accelerator_between_jobs(launcher_cfg: DictConfig) -> None:
+    """Let parallel jobs share one GPU: by default JAX preallocates 75% of the card in the first
+    job, and the next job would run out of memory. Called in the job's process before JAX starts
+    its backend. TensorFlow, if installed (TFDS may import it), is kept off the GPU entirely."""
+    if not runs_jobs_side_by_side(launcher_cfg):
+        return
+    if not any(name in os.environ for name in _JAX_MEMORY_SETTINGS):
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        tf.config.set_visible_devices([], "GPU")
