@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from cnnexp import __version__
 from cnnexp.config import config_fingerprint, objective_direction, validate_config
 from cnnexp.errors import TrainingInterrupted, UserError
-from cnnexp.launchers import share_accelerator_between_jobs
-from cnnexp.runs.naming import find_latest_run, register_resolvers
+from cnnexp.launchers import SweepOutcome, share_accelerator_between_jobs
+from cnnexp.runs.naming import find_latest_run, register_resolvers, shared_sweep_name
+from cnnexp.runs.summary import record_early_failure
 from cnnexp.tfds_config_source import register as register_config_source
 
 CONFIG_MODULE = "cnnexp.conf"
@@ -119,11 +120,14 @@ def _train_app(cfg: DictConfig) -> float:
         _exit_code = max(_exit_code, _fail(error))
         if not multirun:
             sys.exit(_exit_code)
-    except Exception:
+        log.error("run %s failed: %s", run_dir, error)
+        record_early_failure(run_dir, cfg, error)
+    except Exception as error:
         if not multirun:
             raise
         # One broken combination must not cost the rest of the sweep; its summary says failed.
         log.error("run %s failed:\n%s", run_dir, traceback.format_exc())
+        record_early_failure(run_dir, cfg, error)
         _exit_code = max(_exit_code, 1)
     return math.nan
 
@@ -152,7 +156,10 @@ def _train_command(args: list[str]) -> int:
     elif "-m" in args or "--multirun" in args:
         _check_sweep_objective(args)
     sys.argv = ["cnnexp train", *args]
-    _train_app()
+    with shared_sweep_name():
+        _train_app()
+    if SweepOutcome.unfinished:  # runs of a sweep failed, possibly in other processes
+        return max(_exit_code, 1)
     return _exit_code
 
 
@@ -187,6 +194,36 @@ def _summary_command(args: list[str]) -> int:
     return 0
 
 
+def _report_command(args: list[str]) -> int:
+    """Tabulate and plot every run below a folder; report.md, report.csv and plots/ go into it."""
+    import argparse
+
+    from cnnexp.analysis.report import build_report, table_rows, write_report
+    from cnnexp.console import print_table
+
+    parser = argparse.ArgumentParser(
+        prog="cnnexp report",
+        description="One table (and plots) over every run below FOLDER: runs that differ only in their seed "
+                    "form a group with its mean and standard deviation. Writes report.md, report.csv and "
+                    "plots/ into FOLDER.")
+    parser.add_argument("folder", type=Path, help="a sweep folder (outputs/multirun/<name>) or a runs folder")
+    parser.add_argument("--by", nargs="+", metavar="KEY",
+                        help="group by these keys (config keys such as model.name, or command-line keys such as "
+                             "experiment) instead of by every value that varies")
+    parser.add_argument("--baseline", action="store_true",
+                        help="add published Fashion-MNIST test accuracies of the same architectures")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    options = parser.parse_args(args)
+    report = build_report(options.folder, options.by, options.baseline)
+    written = write_report(report, with_plots=not options.no_plots)
+    print_table(f"cnnexp report: {options.folder}", *table_rows(report, name_baselines=False))
+    if options.baseline:
+        print("published figures: see report.md for the entry each comes from")
+    for path in written.values():
+        print(path)
+    return 0
+
+
 class Command(NamedTuple):
     text: str  # one line for `cnnexp --help`
     run: Callable[[list[str]], int]  # the arguments after the command name -> exit status
@@ -197,6 +234,8 @@ COMMANDS = {
                      _train_command),
     "summary": Command("a model's layers, shapes, parameters, MACs and receptive fields, without training: "
                        "cnnexp summary model=<name> data=<name>", _summary_command),
+    "report": Command("one table and plots over the runs of a sweep, grouped, mean ± std over seeds: "
+                      "cnnexp report <folder>", _report_command),
 }
 
 

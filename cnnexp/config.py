@@ -18,10 +18,10 @@ OBJECTIVES = {
     "test_loss": "minimize",
 }
 
-# Keys that say where a run lives or how it is shown, not what it computes.
-_NOT_FINGERPRINTED = ("hydra", "resume", "paths", "objective")
-_NOT_FINGERPRINTED_DATA = ("data_dir", "source_dir", "download")
-_NOT_FINGERPRINTED_TRAINER = ("progress",)
+# Keys (dotted, each with everything below it) that say where a run lives, how it is shown or
+# what a sweeper reads from it, not what it computes.
+BOOKKEEPING_KEYS = ("hydra", "resume", "paths", "objective", "data.data_dir", "data.source_dir", "data.download",
+                    "trainer.progress")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -66,14 +66,19 @@ def is_positive_int(value: object) -> bool:
 def config_fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything in `cfg` that changes what a run computes."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for key in _NOT_FINGERPRINTED:
-        container.pop(key, None)
-    for key in _NOT_FINGERPRINTED_DATA:
-        container.get("data", {}).pop(key, None)
-    for key in _NOT_FINGERPRINTED_TRAINER:
-        container.get("trainer", {}).pop(key, None)
+    for dotted in BOOKKEEPING_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent, {})
+        node.pop(leaf, None)
     canonical = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def is_bookkeeping_key(dotted: str) -> bool:
+    """True for a key in (or below) BOOKKEEPING_KEYS: it does not change what a run computes."""
+    return any(dotted == key or dotted.startswith(f"{key}.") for key in BOOKKEEPING_KEYS)
 
 
 def model_options(model_cfg: DictConfig) -> dict:

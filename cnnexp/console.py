@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -60,3 +61,17 @@ def print_summary(summary: dict[str, Any], run_dir: str) -> None:
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
+
+
+def print_table(title: str, headings: list[str], rows: list[list[str]]) -> None:
+    """A table of text cells, titled: as wide as the terminal allows, unwrapped when piped to a file or log."""
+    table = Table(title=title, title_justify="left")
+    for index, heading in enumerate(headings):
+        table.add_column(heading, justify="left" if index == 0 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        natural_width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        Console(width=max(console.width, natural_width)).print(table)

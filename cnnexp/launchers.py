@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from cnnexp.runs.naming import read_summary
 
 # Environment variables with which the user already chose how JAX takes device memory.
 _JAX_MEMORY_SETTINGS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR")
@@ -28,3 +33,16 @@ def share_accelerator_between_jobs(launcher_cfg: DictConfig) -> None:
         import tensorflow as tf
 
         tf.config.set_visible_devices([], "GPU")
+
+
+class SweepOutcome(Callback):
+    """Counts a finished sweep's runs that did not complete, from their summary.json files, so that
+    `cnnexp train -m` exits non-zero whichever launcher ran them (joblib's and Slurm's jobs run in
+    other processes, where an exit status would be lost)."""
+
+    unfinished = 0  # read by the CLI once Hydra returns
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        runs = [read_summary(job) for job in sweep.iterdir() if job.is_dir()] if sweep.is_dir() else []
+        SweepOutcome.unfinished = sum(1 for summary in runs if summary and summary.get("status") != "completed")

@@ -50,3 +50,41 @@ def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):
     for model, summary in summaries.items():
         assert summary["status"] == "completed", (model, summary.get("error"))
         assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+SEARCHES = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "hparams_search").glob("*.yaml"))
+
+
+def compose_with_hydra(overrides: list[str]):
+    """The train config with its `hydra` node (sweeper, launcher), as Hydra would run it."""
+    from hydra import compose, initialize_config_module
+
+    register_hydra_extensions()
+    with initialize_config_module("cnnexp.conf", version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_hparams_search_preset_composes_into_an_optuna_search(search):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    cfg = compose_with_hydra([f"hparams_search={search}"])
+    validate_config(cfg)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.objective == "best_val_accuracy"
+    assert compose_with_hydra([f"hparams_search={search}", "objective=test_loss"]).hydra.sweeper.direction == "minimize"
+    parser = OverridesParser.create()
+    for key, space in cfg.hydra.sweeper.params.items():
+        assert OmegaConf.select(cfg, key) is not None, f"{search} searches {key}, which the config does not have"
+        override = parser.parse_override(f"{key}={space}")
+        if override.value_type is not None and override.value_type.name == "CHOICE_SWEEP":
+            for value in override.sweep_string_iterator():  # every choice is valid and its model builds
+                chosen = compose_config("train", [f"hparams_search={search}", f"{key}={value}"], validate_config)
+                records = layer_records(chosen.model.name, model_options(chosen.model), FASHION_MNIST)
+                assert records[-1].output_shape == (1, 10)
+
+
+def test_slurm_launcher_preset_composes():
+    launcher = compose_with_hydra(["hydra/launcher=slurm"]).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1

@@ -6,10 +6,13 @@ second (a sweep on several machines, two terminals) still get different folders.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -25,6 +28,30 @@ def unique_name() -> str:
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
 
 
+SWEEP_NAME_VARIABLE = "CNNEXP_SWEEP_NAME"
+
+
+def sweep_name() -> str:
+    """The sweep folder's name: the one the launching `cnnexp train -m` process fixed (see
+    `shared_sweep_name`), else this process's own."""
+    return os.environ.get(SWEEP_NAME_VARIABLE) or unique_name()
+
+
+@contextlib.contextmanager
+def shared_sweep_name() -> Iterator[None]:
+    """Hand this process's sweep name to the job processes it starts (joblib workers, Slurm jobs
+    inherit the environment), which resolve `hydra.sweep.dir` again and would each draw their own."""
+    previous = os.environ.get(SWEEP_NAME_VARIABLE)
+    os.environ[SWEEP_NAME_VARIABLE] = sweep_name()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[SWEEP_NAME_VARIABLE]
+        else:
+            os.environ[SWEEP_NAME_VARIABLE] = previous
+
+
 def run_dir_for(runs_dir: str, resume: str | None) -> str:
     """The folder of this run: a fresh one under `runs_dir`, or the run being resumed."""
     if resume in (None, "", "None", "null"):
@@ -35,9 +62,9 @@ def run_dir_for(runs_dir: str, resume: str | None) -> str:
 
 
 def register_resolvers() -> None:
-    """Make `${cnnexp_run_dir:...}` and `${cnnexp_unique_name:}` available to configs (idempotent)."""
+    """Make `${cnnexp_run_dir:...}` and `${cnnexp_sweep_name:}` available to configs (idempotent)."""
     OmegaConf.register_new_resolver("cnnexp_run_dir", run_dir_for, replace=True)
-    OmegaConf.register_new_resolver("cnnexp_unique_name", unique_name, replace=True)
+    OmegaConf.register_new_resolver("cnnexp_sweep_name", sweep_name, replace=True)
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -10,7 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cnnexp.runs.naming import SUMMARY_FILE
+from omegaconf import DictConfig, OmegaConf
+
+from cnnexp.runs.naming import SUMMARY_FILE, read_summary
 
 _VERSIONED = ("cnnexp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "tensorflow-datasets")
 
@@ -21,6 +23,22 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     temporary = target.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(temporary, target)
+
+
+def record_early_failure(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:
+    """Give a run that failed before training began (a bad value in one job of a sweep) a
+    summary.json saying so, so that `cnnexp report` lists it with its error."""
+    if read_summary(run_dir) is not None:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_summary(run_dir, {
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "model": OmegaConf.select(cfg, "model.name"),
+        "dataset": OmegaConf.select(cfg, "data.name"),
+        "seed": OmegaConf.select(cfg, "seed"),
+        "run_dir": str(run_dir),
+    })
 
 
 def environment() -> dict[str, Any]:

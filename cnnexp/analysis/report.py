@@ -1,0 +1,262 @@
+"""`cnnexp report <folder>`: one table over many runs, grouped by what varies between them.
+
+The runs of a sweep differ in the values the command line swept (`model=lenet,vgg seed=0,1,2`);
+the report finds those values itself, puts runs that differ only in their seed into one group,
+and gives each group's mean and spread over seeds. Failed, interrupted and still running runs
+are listed, never silently dropped, and the report works on a sweep that is still going.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnexp.analysis.baselines import SOURCE as BASELINE_SOURCE
+from cnnexp.analysis.baselines import Baseline, baseline_for
+from cnnexp.analysis.run_records import RunRecord, find_run_dirs, read_run
+from cnnexp.config import is_bookkeeping_key
+from cnnexp.errors import UserError
+
+REPORT_MD, REPORT_CSV, PLOTS_DIR = "report.md", "report.csv", "plots"
+MISSING = "—"
+# summary.json numbers summarized per group: key -> column heading.
+METRICS = {
+    "test_accuracy": "test acc %",
+    "best_val_accuracy": "best val acc %",
+    "params": "params",
+    "wall_time_s": "wall time s",
+    "train_images_per_s": "train img/s",
+}
+_PERCENT = ("test_accuracy", "best_val_accuracy")
+
+
+@dataclass
+class Stat:
+    """Mean and sample standard deviation (ddof=1; None for fewer than two values)."""
+
+    mean: float | None
+    std: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        if not values:
+            return cls(None, None)
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+
+@dataclass
+class Group:
+    """Runs with the same values of the grouping keys (usually: all seeds of one config)."""
+
+    label: dict[str, str]
+    runs: list[RunRecord]
+
+    @property
+    def completed(self) -> list[RunRecord]:
+        return [run for run in self.runs if run.status == "completed"]
+
+    @property
+    def not_completed(self) -> list[RunRecord]:
+        return [run for run in self.runs if run.status != "completed"]
+
+    @property
+    def name(self) -> str:
+        return ", ".join(f"{key}={_short(value)}" for key, value in self.label.items())
+
+    def stat(self, key: str) -> Stat:
+        return Stat.of([v for v in (run.value(key) for run in self.completed) if v is not None])
+
+    def baseline(self) -> Baseline | None:
+        """The published figure, when every run of the group is the same model on the same data."""
+        pairs = {(run.summary.get("dataset"), run.summary.get("model")) for run in self.runs}
+        return baseline_for(*pairs.pop()) if len(pairs) == 1 else None
+
+
+@dataclass
+class Report:
+    root: Path
+    runs: list[RunRecord]
+    columns: list[str]  # the grouping keys, in the order shown
+    groups: list[Group]
+    with_baseline: bool
+
+
+def build_report(root: Path, by: list[str] | None = None, with_baseline: bool = False) -> Report:
+    """Read every run below `root` and group them: by the keys in `by`, or else by every config
+    value that varies between the runs (apart from the seed and bookkeeping such as paths)."""
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder (give a sweep folder such as outputs/multirun/<name> "
+                        "or a runs folder such as outputs/runs)")
+    runs = [read_run(run_dir) for run_dir in find_run_dirs(root)]
+    if not runs:
+        raise UserError(f"{root}: no runs found (a run folder holds summary.json or .hydra/config.yaml; "
+                        "start some with `cnnexp train -m ...`)")
+    columns = list(by) if by else _grouping_columns(runs)
+    groups: dict[tuple[str, ...], Group] = {}
+    for run in runs:
+        label = {key: _lookup(run, key) for key in columns}
+        groups.setdefault(tuple(label.values()), Group(label, [])).runs.append(run)
+    return Report(root, runs, columns, list(groups.values()), with_baseline)
+
+
+def _lookup(run: RunRecord, key: str) -> str:
+    """A run's value for a grouping key: as given on its command line, else from its config."""
+    return run.overrides.get(key, run.config.get(key, MISSING))
+
+
+def _varying(runs: list[RunRecord], values_of) -> list[str]:
+    keys = sorted({key for run in runs for key in values_of(run)})
+    return [key for key in keys
+            if key != "seed" and not is_bookkeeping_key(key)
+            and len({values_of(run).get(key, MISSING) for run in runs}) > 1]
+
+
+def _grouping_columns(runs: list[RunRecord]) -> list[str]:
+    """The command-line keys that vary (`experiment`, `model`), when they tell the groups apart
+    exactly as the full configs do; otherwise the config keys that vary."""
+    config_keys = _varying(runs, lambda run: run.config)
+    override_keys = _varying(runs, lambda run: run.overrides)
+
+    def partition(keys: list[str], values_of) -> set[frozenset[int]]:
+        blocks: dict[tuple[str, ...], set[int]] = {}
+        for index, run in enumerate(runs):
+            blocks.setdefault(tuple(values_of(run).get(key, MISSING) for key in keys), set()).add(index)
+        return {frozenset(block) for block in blocks.values()}
+
+    if override_keys and partition(override_keys, lambda run: run.overrides) == partition(
+            config_keys, lambda run: run.config):
+        return override_keys
+    return config_keys
+
+
+def _short(value: str) -> str:
+    """A sampled number such as Optuna's 0.0029723442531939316 shown as 0.002972 (CSV keeps it all)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() or len(value) <= 8 else f"{number:.4g}"
+
+
+def _percent(stat: Stat) -> str:
+    if stat.mean is None:
+        return MISSING
+    return f"{100 * stat.mean:.2f}" + (f" ± {100 * stat.std:.2f}" if stat.std is not None else "")
+
+
+def _plain(stat: Stat, decimals: int = 0) -> str:
+    if stat.mean is None:
+        return MISSING
+    text = f"{stat.mean:,.{decimals}f}"
+    return text + (f" ± {stat.std:,.{decimals}f}" if stat.std is not None and stat.std > 0 else "")
+
+
+def _status_counts(runs: list[RunRecord]) -> str:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or MISSING
+
+
+def table_rows(report: Report, name_baselines: bool = True) -> tuple[list[str], list[list[str]]]:
+    """The report's table as text: headings and one row per group (shared by console and Markdown).
+    `name_baselines=False` leaves out which published entry each baseline is (narrow terminals)."""
+    headings = [*report.columns, "n", "other", *METRICS.values()]
+    if report.with_baseline:
+        headings.append("published test acc %")
+    rows = []
+    for group in report.groups:
+        row = [*map(_short, group.label.values()), str(len(group.completed)), _status_counts(group.not_completed)]
+        for key in METRICS:
+            stat = group.stat(key)
+            row.append(_percent(stat) if key in _PERCENT else _plain(stat, 0 if key != "wall_time_s" else 1))
+        if report.with_baseline:
+            baseline = group.baseline()
+            figure = f"{100 * baseline.test_accuracy:.1f}" if baseline else MISSING
+            row.append(f"{figure} ({baseline.entry})" if baseline and name_baselines else figure)
+        rows.append(row)
+    return headings, rows
+
+
+def write_csv(report: Report, path: Path) -> None:
+    """Full-precision numbers, one row per group: for scripts and spreadsheets."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        header = [*report.columns, "n", "not_completed", "seeds"]
+        header += [f"{key}_{part}" for key in METRICS for part in ("mean", "std")]
+        if report.with_baseline:
+            header += ["baseline_test_accuracy", "baseline_entry"]
+        writer.writerow(header)
+        for group in report.groups:
+            seeds = " ".join(str(run.summary.get("seed", MISSING)) for run in group.completed)
+            row = [*group.label.values(), len(group.completed), len(group.not_completed), seeds]
+            for key in METRICS:
+                stat = group.stat(key)
+                row += ["" if stat.mean is None else repr(stat.mean), "" if stat.std is None else repr(stat.std)]
+            if report.with_baseline:
+                baseline = group.baseline()
+                row += [baseline.test_accuracy, baseline.entry] if baseline else ["", ""]
+            writer.writerow(row)
+
+
+def markdown_table(headings: list[str], rows: list[list[str]]) -> str:
+    escape = lambda cell: str(cell).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(escape(h) for h in headings) + " |", "|" + "---|" * len(headings)]
+    lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: Report, plots: dict[str, Path]) -> str:
+    """report.md: the table, what it was grouped by, the plots, and every run that did not complete."""
+    headings, rows = table_rows(report)
+    grouped_by = ", ".join(f"`{key}`" for key in report.columns) or "nothing (one group: every run)"
+    parts = [
+        f"# Report: {report.root.name}",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `cnnexp report` from `{report.root}`: "
+        f"{len(report.runs)} runs ({_status_counts(report.runs)}), grouped by {grouped_by}.",
+        "",
+        markdown_table(headings, rows),
+        "",
+        "Means over the n completed runs of each group ± their sample standard deviation (ddof=1, "
+        "shown from n=2). Accuracies in percent: test split at the end, validation split at the best "
+        "epoch. Wall time covers loading, compiling and evaluating, not only training.",
+    ]
+    best = report.root / "optimization_results.yaml"
+    if best.is_file():
+        parts += ["", f"Optuna's best trial (`{best.name}`):", "", "```yaml", best.read_text().strip(), "```"]
+    if report.with_baseline:
+        parts += ["", f"Published figures: {BASELINE_SOURCE}. Their budgets and augmentation differ from these runs'."]
+    if plots:
+        parts += ["", "## Plots", ""]
+        parts += [f"![{title}]({path.relative_to(report.root).as_posix()})" for title, path in plots.items()]
+    unfinished = [run for run in report.runs if run.status != "completed"]
+    if unfinished:
+        parts += ["", "## Runs not completed", "",
+                  markdown_table(["run", "status", "error"],
+                                 [[_relative(run, report), run.status, run.error.splitlines()[0][:200] if run.error
+                                   else MISSING] for run in unfinished])]
+    parts += ["", "## All runs", "", markdown_table(
+        ["run", "group", "seed", "status", "test acc %", "best val acc %", "wall time s"],
+        [[_relative(run, report), group.name or "all", str(run.summary.get("seed", MISSING)), run.status,
+          _percent(Stat(run.value("test_accuracy"), None)), _percent(Stat(run.value("best_val_accuracy"), None)),
+          _plain(Stat(run.value("wall_time_s"), None), 1)]
+         for group in report.groups for run in group.runs])]
+    return "\n".join(parts) + "\n"
+
+
+def _relative(run: RunRecord, report: Report) -> str:
+    return run.run_dir.relative_to(report.root).as_posix() or "."
+
+
+def write_report(report: Report, with_plots: bool = True) -> dict[str, Path]:
+    """Write report.md, report.csv and the plots into the report's folder; returns what was written."""
+    from cnnexp.analysis.report_plots import draw_plots
+
+    plots = draw_plots(report.groups, report.root / PLOTS_DIR) if with_plots else {}
+    (report.root / REPORT_MD).write_text(markdown(report, plots), encoding="utf-8")
+    write_csv(report, report.root / REPORT_CSV)
+    return {"report": report.root / REPORT_MD, "csv": report.root / REPORT_CSV, **plots}

@@ -1,0 +1,135 @@
+"""Reading run folders back: each run's status, config, overrides and per-epoch validation curve.
+
+A run folder is any folder holding `.hydra/config.yaml` or `summary.json` (a single run under
+`outputs/runs/`, one job of a sweep under `outputs/multirun/<sweep>/<n>/`). Reading never
+fails on one bad run: a run that is still going, was killed or failed is reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cnnexp.runs.metrics import METRICS_FILE
+from cnnexp.runs.naming import SUMMARY_FILE, read_summary
+
+# Folders inside a run that never hold another run: skipped while searching (checkpoints are big).
+_NOT_RUNS = {"checkpoints", "tensorboard", "plots", ".hydra", ".submitit"}
+
+
+@dataclass
+class RunRecord:
+    """One run folder as `cnnexp report` sees it."""
+
+    run_dir: Path
+    status: str  # completed, failed, interrupted, running, killed, not started
+    summary: dict[str, Any]
+    config: dict[str, str]  # flattened config: dotted key -> value as YAML/JSON text
+    overrides: dict[str, str]  # the command line's key=value overrides of this run
+    curve: list[dict[str, float]] = field(default_factory=list)  # validation records, one per epoch
+
+    @property
+    def error(self) -> str:
+        return str(self.summary.get("error") or "")
+
+    def value(self, key: str) -> float | None:
+        """A number from summary.json, or None when the run has no such number."""
+        value = self.summary.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every run folder at or below `root`, in natural order (sweep job 2 before job 10)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        if SUMMARY_FILE in files or (here / ".hydra" / "config.yaml").is_file():
+            found.append(here)
+        subfolders[:] = [name for name in subfolders if name not in _NOT_RUNS]
+    return sorted(found, key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """Everything the report needs from one run folder; missing parts stay empty."""
+    summary = read_summary(run_dir) or {}
+    return RunRecord(
+        run_dir=run_dir,
+        status=_status(summary),
+        summary=summary,
+        config=_flat_config(run_dir / ".hydra" / "config.yaml"),
+        overrides=_overrides(run_dir / ".hydra" / "overrides.yaml"),
+        curve=_validation_curve(run_dir / METRICS_FILE),
+    )
+
+
+def _status(summary: dict[str, Any]) -> str:
+    """summary.json's status, except that a "running" run whose process is gone was killed."""
+    status = summary.get("status")
+    if status is None:
+        return "not started"
+    if status == "running" and summary.get("host") == platform.node() and not _process_alive(summary.get("pid")):
+        return "killed"
+    return str(status)
+
+
+def _process_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True  # no pid recorded: cannot tell, so believe the summary
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _flat_config(path: Path) -> dict[str, str]:
+    """The run's composed config as dotted keys; values as JSON text so lists compare too."""
+    if not path.is_file():
+        return {}
+    container = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, child in node.items():
+                walk(child, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node if isinstance(node, str) else json.dumps(node)
+
+    walk(container, "")
+    return flat
+
+
+def _overrides(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    pairs = (str(item).split("=", 1) for item in OmegaConf.load(path))
+    return {key.lstrip("+~"): value for key, value in (pair for pair in pairs if len(pair) == 2)}
+
+
+def _validation_curve(path: Path) -> list[dict[str, float]]:
+    """The per-epoch validation records of metrics.jsonl (a line cut short by a kill is skipped)."""
+    if not path.is_file():
+        return []
+    curve = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("kind") == "epoch" and record.get("split") == "val":
+            curve.append({"epoch": record["epoch"], "accuracy": record["accuracy"], "loss": record["loss"]})
+    return curve

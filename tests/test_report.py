@@ -1,0 +1,133 @@
+"""`cnnexp report`'s reading and grouping on hand-made run folders (no training), and what a job
+does when the launcher runs jobs side by side."""
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from cnnexp.analysis.report import build_report, table_rows, write_report
+from cnnexp.launchers import share_accelerator_between_jobs
+
+
+def make_run(folder: Path, overrides: dict, config: dict, summary: dict | None, val_accuracy=()) -> Path:
+    """A run folder as `cnnexp train` leaves it: .hydra/, summary.json, metrics.jsonl."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    lines = [json.dumps({"kind": "epoch", "split": "val", "epoch": e + 1, "accuracy": a, "loss": 1 - a})
+             for e, a in enumerate(val_accuracy)]
+    (folder / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines) + '{"kind": "ep')  # torn last line
+    return folder
+
+
+def completed(model: str, seed: int, accuracy: float) -> dict:
+    return {"status": "completed", "model": model, "dataset": "fashion_mnist", "seed": seed, "params": 1000,
+            "test_accuracy": accuracy, "best_val_accuracy": accuracy + 0.01, "wall_time_s": 10.0 + seed,
+            "train_images_per_s": 100.0}
+
+
+def config(model: str, seed: int, width: float = 1.0) -> dict:
+    return {"seed": seed, "model": {"name": model, "width": width}, "paths": {"output_dir": f"/somewhere/{seed}"},
+            "trainer": {"epochs": 2, "progress": seed == 0}}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """Jobs 0-11 of a model x seed sweep, listed out of order on disk, with three kinds of trouble."""
+    number = 0
+    for model in ("lenet", "vgg"):
+        for seed in range(3):
+            make_run(tmp_path / str(number), {"model": model, "seed": seed}, config(model, seed),
+                     completed(model, seed, 0.80 + 0.01 * seed + (0.05 if model == "vgg" else 0)),
+                     val_accuracy=(0.5, 0.6 + 0.01 * seed))
+            number += 1
+    make_run(tmp_path / "10", {"model": "resnet", "seed": 0}, config("resnet", 0),
+             {"status": "failed", "model": "resnet", "seed": 0, "error": "TrainingDiverged: loss is NaN\nat step 3"})
+    make_run(tmp_path / "11", {"model": "resnet", "seed": 1}, config("resnet", 1),
+             {"status": "running", "model": "resnet", "seed": 1, "host": platform.node(), "pid": _dead_pid()})
+    make_run(tmp_path / "12", {"model": "resnet", "seed": 2}, config("resnet", 2), None)
+    return tmp_path
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_groups_by_the_swept_key_in_sweep_order(sweep):
+    report = build_report(sweep)
+    assert report.columns == ["model"]  # not seed, not paths or trainer.progress (bookkeeping)
+    assert [group.label["model"] for group in report.groups] == ["lenet", "vgg", "resnet"]
+    assert [run.run_dir.name for run in report.runs][-3:] == ["10", "11", "12"]  # natural order: 2 < 10
+
+
+def test_statistics_are_mean_and_sample_std_over_completed_runs(sweep):
+    lenet, vgg, resnet = build_report(sweep).groups
+    assert lenet.stat("test_accuracy").mean == pytest.approx(0.81)
+    assert lenet.stat("test_accuracy").std == pytest.approx(0.01)  # stdev of 0.80, 0.81, 0.82
+    assert vgg.stat("wall_time_s").std == pytest.approx(1.0)
+    assert resnet.stat("test_accuracy").mean is None and len(resnet.completed) == 0
+
+
+def test_unfinished_runs_are_listed_with_their_status(sweep):
+    report = build_report(sweep)
+    statuses = {run.run_dir.name: run.status for run in report.runs}
+    assert (statuses["10"], statuses["11"], statuses["12"]) == ("failed", "killed", "not started")
+    headings, rows = table_rows(report)
+    assert rows[2][headings.index("other")] == "1 failed, 1 killed, 1 not started"
+    written = write_report(report, with_plots=False)
+    text = written["report"].read_text()
+    assert "## Runs not completed" in text and "TrainingDiverged: loss is NaN" in text and "at step 3" not in text
+
+
+def test_config_keys_group_runs_when_the_command_lines_do_not_tell_them_apart(tmp_path):
+    # Two separate `cnnexp train` runs with the same (empty) overrides but different configs.
+    make_run(tmp_path / "a", {}, config("lenet", 0, width=1.0), completed("lenet", 0, 0.8))
+    make_run(tmp_path / "b", {}, config("lenet", 0, width=2.0), completed("lenet", 0, 0.9))
+    report = build_report(tmp_path)
+    assert report.columns == ["model.width"] and len(report.groups) == 2
+
+
+def test_by_overrides_the_grouping(sweep):
+    report = build_report(sweep, by=["trainer.epochs"])
+    assert len(report.groups) == 1 and report.groups[0].label == {"trainer.epochs": "2"}
+
+
+def test_baseline_column_names_its_entry(sweep):
+    headings, rows = table_rows(build_report(sweep, with_baseline=True))
+    column = headings.index("published test acc %")
+    assert rows[0][column] == "87.6 (nearest: 2 Conv Layers with max pooling (Keras))"
+    assert rows[1][column].startswith("93.5 (VGG16")
+
+
+def test_plots_skip_groups_without_completed_runs(sweep):
+    written = write_report(build_report(sweep))
+    assert {path.name for path in written.values() if path.suffix == ".png"} == {
+        "val_accuracy.png", "val_loss.png", "accuracy_vs_params.png", "accuracy_vs_wall_time.png"}
+
+
+JOBLIB = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
+BASIC = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
+
+
+@pytest.mark.parametrize("launcher, preset, expected", [
+    (JOBLIB, {}, "false"),  # parallel jobs: JAX must not take 75% of the card in the first job
+    (JOBLIB, {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}, None),  # the user's own choice stands
+    (BASIC, {}, None),  # one job at a time: JAX's default
+])
+def test_parallel_jobs_share_the_accelerator(monkeypatch, launcher, preset, expected):
+    for name in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in preset.items():
+        monkeypatch.setenv(name, value)
+    share_accelerator_between_jobs(launcher)
+    assert os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == expected
