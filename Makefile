@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu clean
+.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -28,7 +28,7 @@ define reproduce
 endef
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,16 @@ reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds 
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
 	$(call reproduce,,outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
+
+# The figures of `cnnexp visualize` shown in the README.
+VISUALIZE_DIR := outputs/reproduce/visualize/$(NOW)
+README_FIGURES := filters feature_maps_02_conv2 maximize_00_conv1 maximize_02_conv2 maximize_04_fc1 classes \
+	saliency confusion mistakes
+reproduce-visualize: setup  ## train LeNet (CPU preset), cnnexp visualize it, copy the README's figures to docs/visualize/
+	$(BIN)/cnnexp train experiment=lenet_fashion_mnist_cpu hydra.run.dir=$(VISUALIZE_DIR) $(ARGS)
+	$(BIN)/cnnexp visualize run=$(VISUALIZE_DIR)
+	mkdir -p docs/visualize
+	cp $(foreach f,$(README_FIGURES),$(VISUALIZE_DIR)/visualize/$(f).png) docs/visualize/
 
 clean:  ## remove the virtualenv and build files (keeps outputs/)
 	rm -rf $(VENV) build dist *.egg-info

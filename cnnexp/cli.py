@@ -169,6 +169,12 @@ def _show_summary(cfg: DictConfig) -> None:
     show(summary_from_config(cfg), cfg.format)
 
 
+def _make_visualizations(cfg: DictConfig) -> None:
+    from cnnexp.visualize.command import visualize
+
+    print(visualize(cfg))
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="summary")
 def _summary_app(cfg: DictConfig) -> None:
     """Hydra's task for `summary` when Hydra flags are given (--help and --cfg never get here)."""
@@ -178,20 +184,40 @@ def _summary_app(cfg: DictConfig) -> None:
         sys.exit(_fail(error))
 
 
-def _summary_command(args: list[str]) -> int:
-    """Print a summary table. Plain overrides are composed by `compose_config`, so bad input is one
-    line and exit 2 as for train; flags (--help, --cfg job) go to Hydra's own runner."""
-    from cnnexp.analysis import validate_summary_config
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="visualize")
+def _visualize_app(cfg: DictConfig) -> None:
+    """Hydra's task for `visualize` when Hydra flags are given."""
+    try:
+        _make_visualizations(cfg)
+    except UserError as error:
+        sys.exit(_fail(error))
 
+
+def _config_command(name: str, args: list[str], hydra_app: Callable[[], None],
+                    validate: Callable[[DictConfig], None], action: Callable[[DictConfig], None]) -> int:
+    """A one-shot command over `conf/<name>.yaml`. Plain overrides are composed by `compose_config`,
+    so bad input is one line and exit 2 as for train; flags (--help, --cfg job) go to Hydra."""
     register_hydra_extensions()
     if "-m" in args or "--multirun" in args:
-        raise UserError("summary prints one model's table; -m sweeps are for train")
+        raise UserError(f"{name} does one thing once; -m sweeps are for train")
     if any(a.startswith("-") for a in args):  # --help, --cfg job, ...: Hydra's own flags
-        sys.argv = ["cnnexp summary", *args]
-        _summary_app()
+        sys.argv = [f"cnnexp {name}", *args]
+        hydra_app()
         return 0
-    _show_summary(compose_config("summary", args, validate_summary_config))
+    action(compose_config(name, args, validate))
     return 0
+
+
+def _summary_command(args: list[str]) -> int:
+    from cnnexp.analysis import validate_summary_config
+
+    return _config_command("summary", args, _summary_app, validate_summary_config, _show_summary)
+
+
+def _visualize_command(args: list[str]) -> int:
+    from cnnexp.visualize.command import validate_visualize_config
+
+    return _config_command("visualize", args, _visualize_app, validate_visualize_config, _make_visualizations)
 
 
 def _report_command(args: list[str]) -> int:
@@ -234,6 +260,8 @@ COMMANDS = {
                      _train_command),
     "summary": Command("a model's layers, shapes, parameters, MACs and receptive fields, without training: "
                        "cnnexp summary model=<name> data=<name>", _summary_command),
+    "visualize": Command("what a trained run has learned: filters, feature maps, activation maximization, "
+                         "saliency, mistakes: cnnexp visualize run=<run folder>", _visualize_command),
     "report": Command("one table and plots over the runs of a sweep, grouped, mean ± std over seeds: "
                       "cnnexp report <folder>", _report_command),
 }

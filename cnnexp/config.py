@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,10 +40,15 @@ def validate_config(cfg: DictConfig) -> None:
         ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ]
+    check_values(checks)
+    objective_direction(cfg.objective)
+
+
+def check_values(checks: Iterable[tuple[str, object, Callable[[object], bool], str]]) -> None:
+    """Raise a UserError for the first (key, value, is_valid, what_is_expected) whose value is invalid."""
     for key, value, ok, expected in checks:
         if not ok(value):
             raise UserError(f"invalid {key}={value!r}: must be {expected}")
-    objective_direction(cfg.objective)
 
 
 def objective_direction(objective: str) -> str:

@@ -10,8 +10,15 @@ from conftest import TINY, read_summary, run_dirs, stable_metrics
 def test_help_lists_the_commands(cnnexp):
     result = cnnexp("--help")
     assert result.returncode == 0
-    for command in ("train", "summary", "report"):
+    for command in ("train", "summary", "visualize", "report"):
         assert f"\n  {command} " in result.stdout
+
+
+def test_visualize_help_shows_its_settings(cnnexp):
+    result = cnnexp("visualize", "--help")
+    assert result.returncode == 0
+    for text in ("Usage: cnnexp visualize run=<run folder>", "maximize:", "param: fourier", "checkpoint: best"):
+        assert text in result.stdout
 
 
 def test_train_help_shows_the_config_groups(cnnexp):

@@ -31,7 +31,7 @@ from cnnexp.config import is_positive_int, model_options
 from cnnexp.console import console
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
-from cnnexp.models.recording import LayerRecord, recording
+from cnnexp.models.recording import LayerRecord, module_paths, recording
 
 FORMATS = ("text", "markdown", "csv", "json")
 WINDOWED_KINDS = ("conv", "pool")  # rows checked against (W - F + P_low + P_high) / S + 1
@@ -231,7 +231,7 @@ def _trace(model: nnx.Module, input_shape: tuple[int, ...]
 
     def forward(image, state):
         module = nnx.merge(graphdef, state)
-        paths.update({id(m): ".".join(map(str, path)) for path, m in nnx.iter_modules(module)})
+        paths.update(module_paths(module))
         return module(image)
 
     image = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)

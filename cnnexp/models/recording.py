@@ -1,4 +1,4 @@
-"""Layer-by-layer records of a forward pass, for `cnnexp summary`.
+"""Layer-by-layer records of a forward pass, for `cnnexp summary` and `cnnexp visualize`.
 
 Leaf layers (conv, pool, dense, norm) call `record` after they compute. Outside a
 `recording()` block that is a no-op, so training pays nothing. Inside one, each leaf layer
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+from flax import nnx
 
 SCOPE_PREFIX = "cnnexp_layer_"
 
@@ -32,6 +33,7 @@ class LayerRecord:
     macs: int
     info: dict[str, Any] = field(default_factory=dict)  # kernel, stride, padding, op, ...
     scope: str = ""
+    output: Any = None  # the layer's output (a tracer when recorded under jit): what visualize looks at
 
 
 _RECORDS: ContextVar[list[LayerRecord] | None] = ContextVar("cnnexp_layer_records", default=None)
@@ -67,5 +69,11 @@ def record(module: Any, kind: str, x: jax.Array, y: jax.Array, *, params: int = 
         return
     records.append(LayerRecord(
         module=module, kind=kind, input_shape=tuple(x.shape), output_shape=tuple(y.shape),
-        params=params, macs=macs, info=info, scope=f"{SCOPE_PREFIX}{len(records)}",
+        params=params, macs=macs, info=info, scope=f"{SCOPE_PREFIX}{len(records)}", output=y,
     ))
+
+
+def module_paths(model: Any) -> dict[int, str]:
+    """The dotted attribute path of every submodule of `model` (`stages.0.1.conv`), by object id:
+    how a record's `module` gets its name. Take it from the very copy that ran."""
+    return {id(module): ".".join(map(str, path)) for path, module in nnx.iter_modules(model)}

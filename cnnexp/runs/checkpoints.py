@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from cnnexp.errors import UserError
@@ -76,3 +77,28 @@ class RunCheckpoints:
 def abstract_like(tree: Any) -> Any:
     """Shapes and dtypes of `tree`, as Orbax needs to restore into it."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def read_weights(run_dir: Path, which: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The model variables (parameters and batch statistics) of a run's `best` or `last`
+    checkpoint, by dotted path (`stages.0.1.conv.kernel`), and that checkpoint's metadata.
+
+    Read without a target, so no model or optimizer needs to be rebuilt to look at them and they
+    can go into a model of another shape."""
+    if which not in ("best", "last"):
+        raise UserError(f"checkpoint={which!r}: choose best or last")
+    directory = (run_dir / CHECKPOINTS_DIR / which).absolute()
+    manager = ocp.CheckpointManager(directory, item_names=("state", "meta")) if directory.is_dir() else None
+    step = manager.latest_step() if manager else None
+    if step is None:
+        raise UserError(f"{run_dir} has no complete {which!r} checkpoint (train it first, or try checkpoint=last)")
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    manager.close()
+    weights: dict[str, np.ndarray] = {}
+    for part in ("params", "model_state"):
+        for path, value in jax.tree_util.tree_flatten_with_path(restored.state[part])[0]:
+            keys = [str(getattr(key, "key", getattr(key, "idx", key))) for key in path]
+            if keys[-1] == "value" and np.issubdtype(np.asarray(value).dtype, np.floating):
+                weights[".".join(keys[:-1])] = np.asarray(value)
+    return weights, dict(restored.meta)
