@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnexp.config import check_values, is_number
 from cnnexp.console import console
 from cnnexp.errors import UserError
-from cnnexp.runs.trained import load_trained_run
+from cnnexp.runs.trained import TrainedRun, load_trained_run
 from cnnexp.visualize import attribution, figures
 from cnnexp.visualize.gallery import Gallery
 from cnnexp.visualize.maximize import OPTIMIZERS, Regularizers, Result, Settings, Target, maximize, unit_statistics
@@ -58,120 +58,148 @@ def settings_from_config(cfg: DictConfig) -> Settings:
 
 
 class _Stages:
-    """Numbered progress lines with the time each stage took."""
+    """Numbered progress lines with the time so far; after each stage the gallery and the JSON are
+    rewritten, so a crash or Ctrl-C keeps everything finished before it."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, gallery: Gallery, record: dict[str, Any]):
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.gallery, self.record = gallery, record
 
     def __call__(self, text: str) -> None:
-        now = time.perf_counter()
         self.done += 1
-        console.print(f"[{self.done}/{self.total}] {text} [dim](at {now - self.started:.1f} s)[/dim]")
+        self.gallery.write()
+        (self.gallery.folder / "maximization.json").write_text(json.dumps(self.record, indent=2) + "\n")
+        console.print(f"[{self.done}/{self.total}] {text} [dim](at {time.perf_counter() - self.started:.1f} s)[/dim]")
 
 
 def visualize(cfg: DictConfig) -> Path:
     """Make every figure for `cfg.run`; returns the gallery's index.html."""
     validate_visualize_config(cfg)
-    run = load_trained_run(Path(cfg.run), cfg.checkpoint)
-    out = run.run_dir / OUTPUT_DIR
-    out.mkdir(exist_ok=True)
-    layers = list_layers(run.model, run.data.input_shape)
-    conv = select_layers(layers, _as_list(cfg.layers)) if cfg.layers is not None else conv_stages(layers)
-    dense = select_layers(layers, _as_list(cfg.dense_layers)) if cfg.dense_layers is not None else hidden_dense(layers)
-    gallery = Gallery(out, f"cnnexp visualize: {run.cfg.model.name} on {run.data.name}, {run.checkpoint} "
-                           f"checkpoint (epoch {run.epoch}), {run.run_dir}")
-    progress = _Stages(5 + len(conv) + len(dense))
-    test = run.data.test
-    names = run.data.class_names
-    examples = _one_per_class(test.labels, cfg.images)
-    example_pixels = test.images[examples].astype(np.float32) / 255.0
-    probe = Probe(run.model, [*conv, *dense])
+    return _Visualization(cfg, load_trained_run(Path(cfg.run), cfg.checkpoint)).make_all()
 
-    first_conv = next((layer for layer in layers if layer.kind == "conv"), None)
-    if first_conv is None:
-        gallery.note("First-layer filters", "this model has no conv layer")
-    else:
-        kernel = np.asarray(module_at(run.model, first_conv.name).kernel[...])
-        gallery.add("First-layer filters", figures.filter_grid(
-            out / "filters.png", kernel, f"{first_conv.name}: {kernel.shape[-1]} filters "
-            f"{kernel.shape[0]}x{kernel.shape[1]} over {kernel.shape[2]} input channel(s); red +, blue -"),
-            f"{first_conv.name} kernels, each on its own symmetric scale")
-    progress(f"first-layer filters ({first_conv.name if first_conv else 'none'})")
 
-    _, outputs = probe(probe.weights, run.normalize(jnp.asarray(example_pixels)))
-    labels = [f"{names[test.labels[i]]}" for i in examples]
-    for position, layer in enumerate(conv):
-        maps = np.asarray(outputs[position])[..., :cfg.feature_channels]
-        path = figures.feature_maps(out / f"feature_maps_{_file_name(layer)}.png", example_pixels, maps, labels,
-                                    f"{layer.label} output (before activation), first {maps.shape[-1]} of "
-                                    f"{layer.units} channels, {layer.output_shape[0]}x{layer.output_shape[1]}")
-        gallery.add("Feature maps", path, f"{layer.label}: each row one test image, each panel one channel")
-    progress(f"feature maps of {', '.join(layer.name for layer in conv) or 'no conv layer'}")
+class _Visualization:
+    """One `cnnexp visualize` call: what every section shares, and one method per section."""
 
-    settings = settings_from_config(cfg)
-    real = run.normalize(jnp.asarray(test.images[:STATISTICS_IMAGES], jnp.float32) / 255.0)
-    record: dict[str, Any] = {"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
-                              "settings": OmegaConf.to_container(cfg.maximize), "layers": {}}
-    for layer in [*conv, *dense]:
-        target = Target(layer, np.arange(min(layer.units, cfg.maximize.units)))
-        result = maximize(probe, target, settings, run.normalize, unit_statistics(probe, target, real),
-                          run.data.input_shape)
-        record["layers"][layer.name] = _unit_records(result, target.units, names)
+    def __init__(self, cfg: DictConfig, run: TrainedRun):
+        self.cfg, self.run = cfg, run
+        self.out = run.run_dir / OUTPUT_DIR
+        self.out.mkdir(exist_ok=True)
+        self.layers = list_layers(run.model, run.data.input_shape)
+        self.conv = (select_layers(self.layers, _as_list(cfg.layers)) if cfg.layers is not None
+                     else conv_stages(self.layers))
+        self.dense = (select_layers(self.layers, _as_list(cfg.dense_layers)) if cfg.dense_layers is not None
+                      else hidden_dense(self.layers))
+        self.gallery = Gallery(self.out, f"cnnexp visualize: {run.cfg.model.name} on {run.data.name}, "
+                                         f"{run.checkpoint} checkpoint (epoch {run.epoch}), {run.run_dir}")
+        self.record: dict[str, Any] = {"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
+                                       "settings": OmegaConf.to_container(cfg.maximize), "layers": {}}
+        self.progress = _Stages(5 + len(self.conv) + len(self.dense), self.gallery, self.record)
+        self.test, self.names = run.data.test, run.data.class_names
+        self.examples = _one_per_class(self.test.labels, cfg.images)
+        self.example_pixels = self.test.images[self.examples].astype(np.float32) / 255.0
+        self.probe = Probe(run.model, [*self.conv, *self.dense])
+        self.settings = settings_from_config(cfg)
+
+    def make_all(self) -> Path:
+        self.first_layer_filters()
+        self.feature_maps()
+        real = self.run.normalize(jnp.asarray(self.test.images[:STATISTICS_IMAGES], jnp.float32) / 255.0)
+        for layer in [*self.conv, *self.dense]:
+            self.maximize_units(layer, real)
+        self.maximize_classes(real)
+        probabilities = attribution.predict(Probe(self.run.model, []), self.run.normalize, self.test.images)
+        self.saliency(probabilities)
+        self.mistakes(probabilities)
+        return self.out / "index.html"
+
+    def _labels(self, indices: np.ndarray, probabilities: np.ndarray) -> list[str]:
+        return [f"true {self.names[self.test.labels[i]]}\npred {self.names[probabilities[i].argmax()]} "
+                f"{probabilities[i].max():.2f}" for i in indices]
+
+    def first_layer_filters(self) -> None:
+        first = next((layer for layer in self.layers if layer.kind == "conv"), None)
+        if first is None:
+            self.gallery.note("First-layer filters", "this model has no conv layer")
+        else:
+            kernel = np.asarray(module_at(self.run.model, first.name).kernel[...])
+            self.gallery.add("First-layer filters", figures.filter_grid(
+                self.out / "filters.png", kernel, f"{first.name}: {kernel.shape[-1]} filters "
+                f"{kernel.shape[0]}x{kernel.shape[1]} over {kernel.shape[2]} input channel(s); red +, blue -"),
+                f"{first.name} kernels, each on its own symmetric scale")
+        self.progress(f"first-layer filters ({first.name if first else 'none'})")
+
+    def feature_maps(self) -> None:
+        _, outputs = self.probe(self.probe.weights, self.run.normalize(jnp.asarray(self.example_pixels)))
+        labels = [self.names[self.test.labels[i]] for i in self.examples]
+        for position, layer in enumerate(self.conv):
+            maps = np.asarray(outputs[position])[..., :self.cfg.feature_channels]
+            path = figures.feature_maps(
+                self.out / f"feature_maps_{_file_name(layer)}.png", self.example_pixels, maps, labels,
+                f"{layer.label} output (before activation), first {maps.shape[-1]} of {layer.units} channels, "
+                f"{layer.output_shape[0]}x{layer.output_shape[1]}")
+            self.gallery.add("Feature maps", path, f"{layer.label}: each row one test image, each panel one channel")
+        self.progress(f"feature maps of {', '.join(layer.name for layer in self.conv) or 'no conv layer'}")
+
+    def maximize_units(self, layer: Layer, real: jnp.ndarray) -> None:
+        target = Target(layer, np.arange(min(layer.units, self.cfg.maximize.units)))
+        result = maximize(self.probe, target, self.settings, self.run.normalize,
+                          unit_statistics(self.probe, target, real), self.run.data.input_shape)
+        self.record["layers"][layer.name] = _unit_records(result, target.units, self.names)
         kind = "filter" if layer.kind == "conv" else "neuron"
         path = figures.image_grid(
-            out / f"maximize_{_file_name(layer)}.png", result.pixels,
-            [f"{kind} {u}\n{a:.3g} ({z:+.1f}σ)" for u, a, z in zip(target.units, result.activation, result.activation_z,
-                                                                    strict=True)],
+            self.out / f"maximize_{_file_name(layer)}.png", result.pixels,
+            [f"{kind} {u}\n{a:.3g} ({z:+.1f}σ)"
+             for u, a, z in zip(target.units, result.activation, result.activation_z, strict=True)],
             f"{layer.label}: the input that most excites each {kind}; activation reached "
             f"({'sum of the feature map' if kind == 'filter' else 'value'}, σ over real images)")
-        gallery.add(f"Activation maximization: {'conv filters' if kind == 'filter' else 'dense neurons'}", path,
-                    f"{layer.label}, {len(target.units)} of {layer.units} units, {settings.steps} steps, "
-                    f"mean ink {result.ink.mean():.3f}")
-        progress(f"maximized {len(target.units)} {kind}s of {layer.name}")
+        self.gallery.add(f"Activation maximization: {'conv filters' if kind == 'filter' else 'dense neurons'}",
+                         path, f"{layer.label}, {len(target.units)} of {layer.units} units, "
+                               f"{self.settings.steps} steps, mean ink {result.ink.mean():.3f}")
+        self.progress(f"maximized {len(target.units)} {kind}s of {layer.name}")
 
-    class_target = Target(None, np.arange(len(names)))
-    statistics = unit_statistics(probe, class_target, real)
-    variants = {"unregularized": settings.unregularized(), "regularized": settings}
-    results = {name: maximize(probe, class_target, variant, run.normalize, statistics, run.data.input_shape)
-               for name, variant in variants.items()}
-    record["classes"] = {name: {"mean_ink": float(result.ink.mean()),
-                                "units": _unit_records(result, class_target.units, names)}
-                         for name, result in results.items()}
-    rows = [(f"{name}\nink {result.ink.mean():.3f}", result.pixels,
-             [f"target {names[c]}\npred {names[p]} {conf:.2f}" for c, p, conf in
-              zip(class_target.units, result.predicted, result.confidence, strict=True)])
-            for name, result in results.items()]
-    gallery.add("Activation maximization: class logits", figures.class_images(
-        out / "classes.png", rows, "the input that most excites each class logit, without and with the "
-        "regularizers; the model's prediction and confidence on each"),
-        "top: plain gradient ascent on the pixels; bottom: " + _describe(settings))
-    progress("maximized every class logit, without and with regularizers")
+    def maximize_classes(self, real: jnp.ndarray) -> None:
+        """Every class logit, by plain gradient ascent on the pixels and with the regularizers."""
+        target = Target(None, np.arange(len(self.names)))
+        statistics = unit_statistics(self.probe, target, real)
+        variants = {"unregularized": self.settings.unregularized(), "regularized": self.settings}
+        results = {name: maximize(self.probe, target, variant, self.run.normalize, statistics,
+                                  self.run.data.input_shape) for name, variant in variants.items()}
+        self.record["classes"] = {name: {"mean_ink": float(result.ink.mean()),
+                                         "units": _unit_records(result, target.units, self.names)}
+                                  for name, result in results.items()}
+        rows = [(f"{name}\nink {result.ink.mean():.3f}", result.pixels,
+                 [f"target {self.names[c]}\npred {self.names[p]} {confidence:.2f}"
+                  for c, p, confidence in zip(target.units, result.predicted, result.confidence, strict=True)])
+                for name, result in results.items()]
+        self.gallery.add("Activation maximization: class logits", figures.class_images(
+            self.out / "classes.png", rows, "the input that most excites each class logit, without and with the "
+            "regularizers; the model's prediction and confidence on each"),
+            "top: plain gradient ascent on the pixels; bottom: " + _describe(self.settings))
+        self.progress("maximized every class logit, without and with regularizers")
 
-    probabilities = attribution.predict(Probe(run.model, []), run.normalize, test.images)
-    predicted = probabilities.argmax(axis=1)
-    maps = attribution.saliency_maps(Probe(run.model, []), run.normalize, example_pixels, predicted[examples])
-    gallery.add("Saliency", figures.saliency(
-        out / "saliency.png", example_pixels, maps,
-        [f"true {names[test.labels[i]]}\npred {names[predicted[i]]} {probabilities[i].max():.2f}" for i in examples],
-        "saliency: |d logit(predicted class) / d pixel|"), "bright pixels change the predicted class's score most")
-    progress("saliency maps")
+    def saliency(self, probabilities: np.ndarray) -> None:
+        predicted = probabilities.argmax(axis=1)[self.examples]
+        maps = attribution.saliency_maps(Probe(self.run.model, []), self.run.normalize, self.example_pixels, predicted)
+        self.gallery.add("Saliency", figures.saliency(
+            self.out / "saliency.png", self.example_pixels, maps, self._labels(self.examples, probabilities),
+            "saliency: |d logit(predicted class) / d pixel|"), "bright pixels change the predicted class's score most")
+        self.progress("saliency maps")
 
-    counts = attribution.confusion_counts(test.labels, predicted, len(names))
-    accuracy = float(np.trace(counts) / counts.sum())
-    gallery.add("Mistakes", figures.confusion_matrix(
-        out / "confusion.png", counts, names, f"test split: {100 * accuracy:.2f}% correct of {counts.sum()}"),
-        "confusion matrix (rows: true class)")
-    wrong = attribution.confident_mistakes(test.labels, probabilities, cfg.mistakes)
-    if len(wrong):
-        gallery.add("Mistakes", figures.image_grid(
-            out / "mistakes.png", test.images[wrong].astype(np.float32) / 255.0,
-            [f"true {names[test.labels[i]]}\npred {names[predicted[i]]} {probabilities[i].max():.2f}" for i in wrong],
-            f"the {len(wrong)} most confident mistakes on the test split"), "most confident mistakes first")
-    record["test_accuracy"] = accuracy
-    progress("confusion matrix and most confident mistakes")
-
-    (out / "maximization.json").write_text(json.dumps(record, indent=2) + "\n")
-    return gallery.write()
+    def mistakes(self, probabilities: np.ndarray) -> None:
+        counts = attribution.confusion_counts(self.test.labels, probabilities.argmax(axis=1), len(self.names))
+        accuracy = float(np.trace(counts) / counts.sum())
+        self.gallery.add("Mistakes", figures.confusion_matrix(
+            self.out / "confusion.png", counts, self.names,
+            f"test split: {100 * accuracy:.2f}% correct of {counts.sum()}"), "confusion matrix (rows: true class)")
+        wrong = attribution.confident_mistakes(self.test.labels, probabilities, self.cfg.mistakes)
+        if len(wrong):
+            self.gallery.add("Mistakes", figures.image_grid(
+                self.out / "mistakes.png", self.test.images[wrong].astype(np.float32) / 255.0,
+                self._labels(wrong, probabilities), f"the {len(wrong)} most confident mistakes on the test split"),
+                "most confident mistakes first")
+        self.record["test_accuracy"] = accuracy
+        self.progress("confusion matrix and most confident mistakes")
 
 
 def _one_per_class(labels: np.ndarray, count: int) -> np.ndarray:
