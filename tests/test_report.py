@@ -83,7 +83,7 @@ def test_unfinished_runs_are_listed_with_their_status(sweep):
     statuses = {run.run_dir.name: run.status for run in report.runs}
     assert (statuses["10"], statuses["11"], statuses["12"]) == ("failed", "killed", "not started")
     headings, rows = table_rows(report)
-    assert rows[2][headings.index("other")] == "1 failed, 1 killed, 1 not started"
+    assert rows[2][headings.index("not completed")] == "1 failed, 1 killed, 1 not started"
     written = write_report(report, with_plots=False)
     text = written["report"].read_text()
     assert "## Runs not completed" in text and "TrainingDiverged: loss is NaN" in text and "at step 3" not in text
@@ -95,6 +95,8 @@ def test_config_keys_group_runs_when_the_command_lines_do_not_tell_them_apart(tm
     make_run(tmp_path / "b", {}, config("lenet", 0, width=2.0), completed("lenet", 0, 0.9))
     report = build_report(tmp_path)
     assert report.columns == ["model.width"] and len(report.groups) == 2
+    headings, _ = table_rows(report)
+    assert "not completed" not in headings  # every run completed: no empty column
 
 
 def test_by_overrides_the_grouping(sweep):

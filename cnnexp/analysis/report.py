@@ -164,12 +164,15 @@ def _status_counts(runs: list[RunRecord]) -> str:
 def table_rows(report: Report, name_baselines: bool = True) -> tuple[list[str], list[list[str]]]:
     """The report's table as text: headings and one row per group (shared by console and Markdown).
     `name_baselines=False` leaves out which published entry each baseline is (narrow terminals)."""
-    headings = [*report.columns, "n", "other", *METRICS.values()]
+    # "not completed" (failed, running, ...) only when some run is not completed.
+    show_others = any(group.not_completed for group in report.groups)
+    headings = [*report.columns, "n", *(["not completed"] if show_others else []), *METRICS.values()]
     if report.with_baseline:
         headings.append("published test acc %")
     rows = []
     for group in report.groups:
-        row = [*map(_short, group.label.values()), str(len(group.completed)), _status_counts(group.not_completed)]
+        row = [*map(_short, group.label.values()), str(len(group.completed)),
+               *([_status_counts(group.not_completed)] if show_others else [])]
         for key in METRICS:
             stat = group.stat(key)
             row.append(_percent(stat) if key in _PERCENT else _plain(stat, 0 if key != "wall_time_s" else 1))
