@@ -50,8 +50,10 @@ dataset:  ## install Debian's Fashion-MNIST files when apt is available (needs r
 run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='trainer.epochs=2')
 	$(BIN)/cnnexp train $(ARGS)
 
+# Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together so
+# its module fixtures (a trained run, a sweep) are built once.
 test: setup  ## run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
 bench: setup  ## time im2col conv and reference max pool against XLA's (make bench ARGS='--quick')
 	$(BIN)/python -m cnnexp.bench $(ARGS)
