@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-visualize clean
+.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -19,10 +19,10 @@ SEEDS ?= 0,1,2
 NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
 comma := ,
 zoo_presets = $(subst $() ,$(comma),$(strip $(foreach m,$(ZOO),$(m)_fashion_mnist$(1))))
-# Sweep every preset over the seeds (a failed run does not stop the others), then tabulate and
-# publish: $(call reproduce,<preset suffix>,<sweep folder>,<section of docs/results.md>,<target>)
+# Sweep over the seeds (a failed run does not stop the others), then tabulate and publish:
+# $(call reproduce,<sweep overrides>,<sweep folder>,<section of docs/results.md>,<target>)
 define reproduce
-	$(BIN)/cnnexp train -m experiment=$(call zoo_presets,$(1)) seed=$(SEEDS) hydra.sweep.dir=$(2) $(ARGS); \
+	$(BIN)/cnnexp train -m $(1) seed=$(SEEDS) hydra.sweep.dir=$(2) $(ARGS); \
 	status=$$?; \
 	$(BIN)/python -m cnnexp.analysis.publish $(2) --doc docs/results.md --section $(3) --command "make $(4)" && exit $$status
 endef
@@ -59,10 +59,13 @@ bench: setup  ## time im2col conv and reference max pool against XLA's (make ben
 	$(BIN)/python -m cnnexp.bench $(ARGS)
 
 reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~40 min on 2 cores); report + docs/results.md
-	$(call reproduce,_cpu,outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
+	$(call reproduce,experiment=$(call zoo_presets,_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
-	$(call reproduce,,outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
+	$(call reproduce,experiment=$(call zoo_presets,),outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
+
+reproduce-losses: setup  ## LeNet (CPU preset) with cross-entropy and with MSE, 3 seeds (~6 min on 2 cores); docs/results.md
+	$(call reproduce,experiment=lenet_fashion_mnist_cpu loss=cross_entropy$(comma)mse,outputs/reproduce/losses/$(NOW),losses,reproduce-losses)
 
 # The figures of `cnnexp visualize` shown in the README.
 VISUALIZE_DIR := outputs/reproduce/visualize/$(NOW)

@@ -37,7 +37,7 @@ from cnnexp.models.layers import conv2d, pool2d
 from cnnexp.runs.naming import unique_name
 from cnnexp.runs.summary import environment
 from cnnexp.training.optim import build_optimizer
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import init_state, make_loss, make_train_step
 
 OUTPUT_DIR = Path("outputs/bench")
 SIDES = ("library", "reference")
@@ -153,7 +153,7 @@ def _train_step(model_name: str, image: tuple[int, int, int], options: dict[str,
     graphdef, state = init_state(model, tx)
     channels = image[-1]
     step = make_train_step(graphdef, tx, batch_size=batch, mean=jnp.full((channels,), 0.5),
-                           std=jnp.full((channels,), 0.25), label_smoothing=0.0)
+                           std=jnp.full((channels,), 0.25), loss=make_loss("cross_entropy"))
     batch_data = (
         jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8)),
         jax.device_put(rng.integers(0, NUM_CLASSES, batch).astype(np.int32)),

@@ -19,6 +19,9 @@ OBJECTIVES = {
     "test_loss": "minimize",
 }
 
+# What `loss=` may name (conf/loss/<name>.yaml); cnnexp.training.steps.make_loss builds them.
+LOSSES = ("cross_entropy", "mse")
+
 # Keys (dotted, each with everything below it) that say where a run lives, how it is shown or
 # what a sweeper reads from it, not what it computes.
 BOOKKEEPING_KEYS = ("hydra", "resume", "paths", "objective", "data.data_dir", "data.source_dir", "data.download",
@@ -41,6 +44,8 @@ def validate_config(cfg: DictConfig) -> None:
         ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ]
     check_values(checks)
+    if cfg.loss.name not in LOSSES:
+        raise UserError(f"invalid loss.name={cfg.loss.name!r}: losses are {', '.join(LOSSES)}")
     objective_direction(cfg.objective)
 
 

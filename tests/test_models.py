@@ -17,7 +17,7 @@ from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model, list_models
 from cnnexp.models.registry import model_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import init_state, make_loss, make_train_step
 
 CONF_MODEL = Path(__file__).parent.parent / "conf" / "model"
 SHAPE = (8, 8, 1)  # the bundled digits
@@ -82,7 +82,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
         return float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
 
     step = jax.jit(make_train_step(train_graphdef, tx, batch_size=BATCH, mean=jnp.float32(0.5),
-                                   std=jnp.float32(0.25), label_smoothing=0.0))
+                                   std=jnp.float32(0.25), loss=make_loss("cross_entropy")))
     before = loss(state)
     state = step(state, images, labels, jnp.arange(BATCH, dtype=jnp.int32), np.int32(0))
     assert int(state.step) == 1

@@ -30,7 +30,7 @@ from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.naming import read_summary
 from cnnexp.runs.summary import environment, write_summary
 from cnnexp.training.optim import build_optimizer, build_schedule
-from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_train_step
+from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_loss, make_train_step
 
 log = logging.getLogger("cnnexp.train")
 
@@ -149,7 +149,7 @@ class Trainer:
         self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
         train_step = make_train_step(
             train_graphdef, tx, batch_size=self.batch_size, mean=mean, std=std,
-            label_smoothing=cfg.loss.label_smoothing,
+            loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
         )
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
         self.train_step = (
@@ -157,7 +157,8 @@ class Trainer:
             .lower(self.state, self.train_images, self.train_labels, example_order, np.int32(0))
             .compile()
         )
-        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size, mean=mean, std=std))
+        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size, mean=mean, std=std,
+                                           loss=make_loss(cfg.loss.name)))
         self.eval_steps = {
             name: eval_step.lower(
                 jnp.zeros(3), self.state.params, self.state.model_state, split.images, split.labels,

@@ -8,12 +8,15 @@ its batch by index and normalizes it inside the jit, so nothing crosses the host
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from cnnexp.config import LOSSES
 
 # Running sums over the current epoch: [loss * examples, correct, examples].
 SUMS_SIZE = 3
@@ -54,9 +57,23 @@ def _metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weight
     return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
 
 
-def _losses(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def make_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
+    """`loss(logits, labels) -> per-example losses` against one-hot targets smoothed by
+    `label_smoothing`: softmax cross-entropy, or `mse`, the squared error between the softmax
+    output and the targets summed over classes (the loss of source text 004)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; losses: {', '.join(LOSSES)}")
+
+    def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        if name == "mse":
+            return jnp.sum((jax.nn.softmax(logits) - targets) ** 2, axis=-1)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    return loss
 
 
 def make_train_step(
@@ -66,7 +83,7 @@ def make_train_step(
     batch_size: int,
     mean: jax.Array,
     std: jax.Array,
-    label_smoothing: float,
+    loss: LossFn,
 ):
     """`step(state, images, labels, order, batch_index) -> state` for one batch of `order`."""
 
@@ -75,21 +92,21 @@ def make_train_step(
         x = normalize(images[indices], mean, std)
         y = labels[indices]
 
-        def loss_fn(params):
+        def mean_loss(params):
             # copy=True: fresh Variables owned by this trace, so batch norm may update them here.
             model = nnx.merge(train_graphdef, params, state.model_state, copy=True)
             logits = model(x)
-            losses = _losses(logits, y, label_smoothing)
+            losses = loss(logits, y)
             _, _, new_model_state = nnx.split(model, nnx.Param, ...)
             return losses.mean(), (logits, losses, new_model_state)
 
-        (loss, (logits, losses, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (batch_loss, (logits, losses, new_model_state)), grads = jax.value_and_grad(mean_loss, has_aux=True)(
             state.params
         )
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
 
-        finite = jnp.isfinite(loss) & (state.nonfinite_step < 0)
+        finite = jnp.isfinite(batch_loss) & (state.nonfinite_step < 0)
         keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
         sums = jnp.where(batch_index == 0, 0.0, state.epoch_sums)
         batch_sums = _metric_sums(logits, y, losses, jnp.ones_like(losses))
@@ -100,14 +117,14 @@ def make_train_step(
             step=state.step + 1,
             epoch_sums=sums + batch_sums,
             nonfinite_step=jnp.where(
-                jnp.isfinite(loss) | (state.nonfinite_step >= 0), state.nonfinite_step, state.step + 1
+                jnp.isfinite(batch_loss) | (state.nonfinite_step >= 0), state.nonfinite_step, state.step + 1
             ),
         )
 
     return step
 
 
-def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Array, std: jax.Array):
+def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Array, std: jax.Array, loss: LossFn):
     """`step(sums, params, model_state, images, labels, count, start) -> sums` over one batch.
 
     `images` are padded to a whole number of batches; examples at or past `count` are masked.
@@ -118,7 +135,7 @@ def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Ar
         y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
         logits = nnx.merge(eval_graphdef, params, model_state)(x)
         weights = ((start + jnp.arange(batch_size)) < count).astype(jnp.float32)
-        return sums + _metric_sums(logits, y, _losses(logits, y, 0.0), weights)
+        return sums + _metric_sums(logits, y, loss(logits, y), weights)
 
     return step
 
