@@ -208,6 +208,27 @@ def _config_command(name: str, args: list[str], hydra_app: Callable[[], None],
     return 0
 
 
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="evaluate")
+def _evaluate_app(cfg: DictConfig) -> None:
+    """Hydra's task for `evaluate` when Hydra flags are given."""
+    try:
+        _run_evaluation(cfg)
+    except UserError as error:
+        sys.exit(_fail(error))
+
+
+def _run_evaluation(cfg: DictConfig) -> None:
+    from cnnexp.analysis.evaluation import evaluate
+
+    evaluate(cfg)
+
+
+def _evaluate_command(args: list[str]) -> int:
+    from cnnexp.analysis.evaluation import validate_evaluate_config
+
+    return _config_command("evaluate", args, _evaluate_app, validate_evaluate_config, _run_evaluation)
+
+
 def _summary_command(args: list[str]) -> int:
     from cnnexp.analysis import validate_summary_config
 
@@ -262,6 +283,8 @@ COMMANDS = {
                        "cnnexp summary model=<name> data=<name>", _summary_command),
     "visualize": Command("what a trained run has learned: filters, feature maps, activation maximization, "
                          "saliency, mistakes: cnnexp visualize run=<run folder>", _visualize_command),
+    "evaluate": Command("a trained run on its test split, and on shifted, rotated, scaled copies: "
+                        "cnnexp evaluate run=<run folder> [invariance=true]", _evaluate_command),
     "report": Command("one table and plots over the runs of a sweep, grouped, mean ± std over seeds: "
                       "cnnexp report <folder>", _report_command),
 }

@@ -74,4 +74,4 @@ def print_table(title: str, headings: list[str], rows: list[list[str]]) -> None:
         console.print(table)
     else:
         natural_width = Measurement.get(console, console.options.update_width(10_000), table).maximum
-        Console(width=max(console.width, natural_width)).print(table)
+        Console(width=max(console.width, natural_width, len(title))).print(table)

@@ -10,7 +10,7 @@ from conftest import TINY, read_summary, run_dirs, stable_metrics
 def test_help_lists_the_commands(cnnexp):
     result = cnnexp("--help")
     assert result.returncode == 0
-    for command in ("train", "summary", "visualize", "report"):
+    for command in ("train", "summary", "visualize", "evaluate", "report"):
         assert f"\n  {command} " in result.stdout
 
 

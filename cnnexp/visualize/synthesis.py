@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.ndimage import map_coordinates
+
+from cnnexp.data.transforms import warp
 
 PARAMETERIZATIONS = ("pixel", "fourier")
 INIT_STD = 0.01  # start from a near-uniform grey image with a little noise, as lucid does
@@ -76,16 +77,4 @@ class Transforms:
         shifts = jax.random.uniform(shift_key, (count, 2), minval=-self.jitter, maxval=self.jitter)
         scales = jax.random.uniform(scale_key, (count,), minval=1 - self.scale, maxval=1 + self.scale)
         angles = jnp.deg2rad(jax.random.uniform(angle_key, (count,), minval=-self.rotate, maxval=self.rotate))
-        return jax.vmap(_warp)(images, shifts, scales, angles)
-
-
-def _warp(image: jax.Array, shift: jax.Array, scale: jax.Array, angle: jax.Array) -> jax.Array:
-    """One HWC image shifted, scaled and rotated about its centre (bilinear, edges extended)."""
-    height, width, channels = image.shape
-    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
-    centre_row, centre_col = (height - 1) / 2, (width - 1) / 2
-    y, x = rows - centre_row - shift[0], cols - centre_col - shift[1]
-    cos, sin = jnp.cos(angle), jnp.sin(angle)
-    source = [(cos * y - sin * x) / scale + centre_row, (sin * y + cos * x) / scale + centre_col]
-    return jnp.stack(
-        [map_coordinates(image[..., c], source, order=1, mode="nearest") for c in range(channels)], axis=-1)
+        return jax.vmap(warp)(images, shifts, scales, angles)

@@ -1,0 +1,80 @@
+"""`cnnexp evaluate` on a LeNet trained on digits for a few seconds: the test split as the run
+saw it, and invariance curves over shifted, rotated and scaled copies; the warp they use."""
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY, cnnexp_executable, read_summary, run_dirs
+
+from cnnexp.data.transforms import warp
+
+GRIDS = ["translations=[0,2]", "rotations=[0,40]", "scales=[1.0,0.6]"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, shared_env) -> Path:
+    root = tmp_path_factory.mktemp("evaluate")
+    train = subprocess.run([cnnexp_executable(), "train", *TINY, "trainer.epochs=4"], cwd=root, env=shared_env,
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    (run,) = run_dirs(root / "outputs")
+    result = subprocess.run([cnnexp_executable(), "evaluate", f"run={run}", "checkpoint=last", "invariance=true",
+                             *GRIDS], env=shared_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(run / "evaluate" / "invariance.png") in result.stdout and "rotation" in result.stdout
+    return run
+
+
+def test_the_last_checkpoint_gives_the_runs_own_test_numbers(evaluated):
+    evaluation = json.loads((evaluated / "evaluate" / "evaluation.json").read_text())
+    summary = read_summary(evaluated)
+    assert evaluation["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert evaluation["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-4)
+    assert evaluation["test_examples"] == 360
+
+
+def test_invariance_curves_start_at_the_plain_accuracy_and_fall_under_big_transforms(evaluated):
+    invariance = json.loads((evaluated / "evaluate" / "invariance.json").read_text())
+    plain = invariance["test_accuracy"]
+    for kind, (identity, big) in {"translation": (0.0, 2.0), "rotation": (0.0, 40.0), "scale": (1.0, 0.6)}.items():
+        points = {p["value"]: p["accuracy"] for p in invariance["curves"][kind]}
+        assert set(points) == {identity, big}
+        assert points[identity] == pytest.approx(plain, abs=1e-9), kind  # the identity warp changes nothing
+        assert points[big] < plain - 0.05, kind  # 8x8 digits: 2 px, 40 degrees or 0.6x are big changes
+    image = evaluated / "evaluate" / "invariance.png"
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+
+
+def test_warp_shifts_rotates_and_scales_about_the_centre():
+    image = np.zeros((5, 5, 1), np.float32)
+    image[0, 2, 0] = 1.0  # top middle
+    moved = lambda shift, scale, angle: np.asarray(warp(jnp.asarray(image), jnp.asarray(shift, jnp.float32),  # noqa: E731
+                                                        jnp.float32(scale), jnp.float32(angle), fill="constant"))[..., 0]
+    np.testing.assert_allclose(moved([0, 1], 1, 0), np.roll(image[..., 0], 1, axis=1), atol=1e-6)  # one pixel right
+    np.testing.assert_allclose(moved([0, 0], 1, math.pi / 2), np.rot90(image[..., 0], -1), atol=1e-6)  # clockwise
+    np.testing.assert_allclose(moved([0, 0], 1, 0), image[..., 0], atol=1e-6)
+    shrunk = moved([0, 0], 0.5, 0)
+    assert shrunk[1, 2] == pytest.approx(1.0) and shrunk.sum() == pytest.approx(1.0)  # halfway to the centre
+    left = np.zeros((5, 5, 1), np.float32)
+    left[:, 0] = 1.0
+    edge = np.asarray(warp(jnp.asarray(left), jnp.asarray([0.0, 1.0]), jnp.float32(1), jnp.float32(0)))[..., 0]
+    assert np.all(edge[:, 0] == 1.0)  # fill="nearest" repeats the edge that was shifted away from
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "say which run to evaluate"),
+    (["run=no/such/run"], "no such folder"),
+    (["run=.", "translations=[-1]"], "invalid translations=[-1]"),
+    (["run=.", "scales=[]"], "invalid scales=[]"),
+    (["run=.", "invariance=maybe"], "invalid invariance='maybe'"),
+    (["run=."], "not a run folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(cnnexp, args, message):
+    result = cnnexp("evaluate", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
