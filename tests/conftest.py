@@ -53,6 +53,21 @@ def cnnexp(shared_env, tmp_path):
     return run
 
 
+def train_tiny_run(root: Path, env: dict[str, str], *overrides: str) -> Path:
+    """Train the TINY config (plus `overrides`) in `root` through the installed command; its run folder."""
+    result = subprocess.run([cnnexp_executable(), "train", *TINY, *overrides], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(root / "outputs")
+    return run
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """Bad input: exit 2 and a message naming the problem, not a traceback."""
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def run_dirs(outputs: Path) -> list[Path]:
     """Run folders (those with a summary.json) under `outputs`, sorted by name."""
     return sorted(p.parent for p in outputs.rglob("summary.json"))

@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnexp.config import check_values, is_number
 from cnnexp.console import print_table
 from cnnexp.data.transforms import warp
-from cnnexp.errors import UserError
-from cnnexp.runs.trained import TrainedRun, load_trained_run
+from cnnexp.runs.trained import TrainedRun, load_trained_run, validate_run_choice
 from cnnexp.training.steps import make_loss
 
 OUTPUT_DIR = "evaluate"
@@ -32,12 +31,7 @@ TRANSFORMS = {"translation": ("translations", "shift right (pixels)"),
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("say which run to evaluate: cnnexp evaluate run=<run folder>")
-    if not Path(cfg.run).is_dir():
-        raise UserError(f"run={cfg.run}: no such folder")
-    if cfg.checkpoint not in ("best", "last"):
-        raise UserError(f"checkpoint={cfg.checkpoint!r}: choose best or last")
+    validate_run_choice(cfg, "evaluate")
     listed = lambda ok: lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(is_number(x) and ok(x) for x in v)  # noqa: E731
     check_values([
         ("batch_size", cfg.batch_size, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,

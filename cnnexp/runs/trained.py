@@ -18,6 +18,7 @@ from cnnexp.models import create_model
 from cnnexp.runs.checkpoints import read_weights
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,16 @@ class TrainedRun:
     def normalize(self, pixels: jnp.ndarray) -> jnp.ndarray:
         """Images in [0, 1] pixel units to the standardized inputs the model was trained on."""
         return (pixels - jnp.asarray(self.data.mean)) / jnp.asarray(self.data.std)
+
+
+def validate_run_choice(cfg: DictConfig, command: str) -> None:
+    """The `run=` and `checkpoint=` of a command that looks at a trained run, checked before loading."""
+    if OmegaConf.is_missing(cfg, "run"):
+        raise UserError(f"say which run: cnnexp {command} run=<run folder>")
+    if not Path(cfg.run).is_dir():
+        raise UserError(f"run={cfg.run}: no such folder")
+    if cfg.checkpoint not in CHECKPOINTS:
+        raise UserError(f"checkpoint={cfg.checkpoint!r}: choose {' or '.join(CHECKPOINTS)}")
 
 
 def load_trained_run(run_dir: Path, checkpoint: str = "best") -> TrainedRun:

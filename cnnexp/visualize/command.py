@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnexp.config import check_values, is_number
 from cnnexp.console import console
 from cnnexp.errors import UserError
-from cnnexp.runs.trained import TrainedRun, load_trained_run
+from cnnexp.runs.trained import TrainedRun, load_trained_run, validate_run_choice
 from cnnexp.visualize import attribution, figures
 from cnnexp.visualize.gallery import Gallery
 from cnnexp.visualize.maximize import OPTIMIZERS, Regularizers, Result, Settings, Target, maximize, unit_statistics
@@ -28,12 +28,7 @@ STATISTICS_IMAGES = 512  # real test images that set each unit's scale (mean and
 
 def validate_visualize_config(cfg: DictConfig) -> None:
     """Refuse bad settings before the run is loaded."""
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("say which run to look at: cnnexp visualize run=<run folder>")
-    if not Path(cfg.run).is_dir():
-        raise UserError(f"run={cfg.run}: no such folder")
-    if cfg.checkpoint not in ("best", "last"):
-        raise UserError(f"checkpoint={cfg.checkpoint!r}: choose best or last")
+    validate_run_choice(cfg, "visualize")
     whole = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
     at_least_0 = (lambda v: is_number(v) and v >= 0, "a number >= 0")
     m = cfg.maximize
