@@ -175,70 +175,51 @@ def _make_visualizations(cfg: DictConfig) -> None:
     print(visualize(cfg))
 
 
-@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="summary")
-def _summary_app(cfg: DictConfig) -> None:
-    """Hydra's task for `summary` when Hydra flags are given (--help and --cfg never get here)."""
-    try:
-        _show_summary(cfg)
-    except UserError as error:
-        sys.exit(_fail(error))
-
-
-@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="visualize")
-def _visualize_app(cfg: DictConfig) -> None:
-    """Hydra's task for `visualize` when Hydra flags are given."""
-    try:
-        _make_visualizations(cfg)
-    except UserError as error:
-        sys.exit(_fail(error))
-
-
-def _config_command(name: str, args: list[str], hydra_app: Callable[[], None],
-                    validate: Callable[[DictConfig], None], action: Callable[[DictConfig], None]) -> int:
-    """A one-shot command over `conf/<name>.yaml`. Plain overrides are composed by `compose_config`,
-    so bad input is one line and exit 2 as for train; flags (--help, --cfg job) go to Hydra."""
-    register_hydra_extensions()
-    if "-m" in args or "--multirun" in args:
-        raise UserError(f"{name} does one thing once; -m sweeps are for train")
-    if any(a.startswith("-") for a in args):  # --help, --cfg job, ...: Hydra's own flags
-        sys.argv = [f"cnnexp {name}", *args]
-        hydra_app()
-        return 0
-    action(compose_config(name, args, validate))
-    return 0
-
-
-@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="evaluate")
-def _evaluate_app(cfg: DictConfig) -> None:
-    """Hydra's task for `evaluate` when Hydra flags are given."""
-    try:
-        _run_evaluation(cfg)
-    except UserError as error:
-        sys.exit(_fail(error))
-
-
 def _run_evaluation(cfg: DictConfig) -> None:
     from cnnexp.analysis.evaluation import evaluate
 
     evaluate(cfg)
 
 
-def _evaluate_command(args: list[str]) -> int:
-    from cnnexp.analysis.evaluation import validate_evaluate_config
+def _config_command(name: str, args: list[str], validate: Callable[[DictConfig], None],
+                    action: Callable[[DictConfig], None]) -> int:
+    """A one-shot command over `conf/<name>.yaml`. Plain overrides are composed by `compose_config`,
+    so bad input is one line and exit 2 as for train; flags (--help, --cfg job) go to Hydra."""
+    register_hydra_extensions()
+    if "-m" in args or "--multirun" in args:
+        raise UserError(f"{name} does one thing once; -m sweeps are for train")
+    if any(a.startswith("-") for a in args):  # --help, --cfg job, ...: Hydra's own flags
 
-    return _config_command("evaluate", args, _evaluate_app, validate_evaluate_config, _run_evaluation)
+        @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=name)
+        def hydra_task(cfg: DictConfig) -> None:
+            try:
+                action(cfg)
+            except UserError as error:
+                sys.exit(_fail(error))
+
+        sys.argv = [f"cnnexp {name}", *args]
+        hydra_task()
+        return 0
+    action(compose_config(name, args, validate))
+    return 0
 
 
 def _summary_command(args: list[str]) -> int:
     from cnnexp.analysis import validate_summary_config
 
-    return _config_command("summary", args, _summary_app, validate_summary_config, _show_summary)
+    return _config_command("summary", args, validate_summary_config, _show_summary)
 
 
 def _visualize_command(args: list[str]) -> int:
     from cnnexp.visualize.command import validate_visualize_config
 
-    return _config_command("visualize", args, _visualize_app, validate_visualize_config, _make_visualizations)
+    return _config_command("visualize", args, validate_visualize_config, _make_visualizations)
+
+
+def _evaluate_command(args: list[str]) -> int:
+    from cnnexp.analysis.evaluation import validate_evaluate_config
+
+    return _config_command("evaluate", args, validate_evaluate_config, _run_evaluation)
 
 
 def _report_command(args: list[str]) -> int:
