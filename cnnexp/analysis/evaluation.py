@@ -21,7 +21,7 @@ from cnnexp.config import check_values, is_number
 from cnnexp.console import print_table
 from cnnexp.data.transforms import warp
 from cnnexp.runs.trained import TrainedRun, load_trained_run, validate_run_choice
-from cnnexp.training.steps import make_loss
+from cnnexp.training.steps import make_loss, metric_sums
 
 OUTPUT_DIR = "evaluate"
 # The kinds of transform, each with its grid's config key and a label for its axis.
@@ -78,9 +78,8 @@ class _Evaluator:
     def __init__(self, run: TrainedRun, batch_size: int):
         test = run.data.test
         self.count, self.batch_size = len(test), batch_size
-        padded = -len(test) % batch_size
-        self.images = jax.device_put(np.concatenate([test.images, np.zeros((padded, *test.images.shape[1:]), np.uint8)]))
-        self.labels = jax.device_put(np.concatenate([test.labels, np.zeros(padded, np.int32)]))
+        padded = test.padded(batch_size)
+        self.images, self.labels = jax.device_put(padded.images), jax.device_put(padded.labels)
         self.graphdef, self.weights = nnx.split(run.model)
         self.normalize = run.normalize
         self.loss = make_loss(run.cfg.loss.name)
@@ -97,8 +96,7 @@ class _Evaluator:
                     pixels = jax.vmap(lambda image: _transform(image, kind, value))(pixels)
                 logits = nnx.merge(self.graphdef, weights)(self.normalize(pixels))
                 mask = ((start + jnp.arange(self.batch_size)) < self.count).astype(jnp.float32)
-                correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-                return jnp.stack([jnp.sum(self.loss(logits, labels) * mask), jnp.sum(correct * mask), jnp.sum(mask)])
+                return metric_sums(logits, labels, self.loss(logits, labels), mask)
 
             self._compiled[kind] = jax.jit(sums)
         return self._compiled[kind]

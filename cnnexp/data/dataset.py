@@ -17,6 +17,13 @@ class Split(NamedTuple):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def padded(self, batch_size: int) -> Split:
+        """The split with zero images (label 0) appended up to a whole number of batches, so one
+        compiled batch function covers it; evaluation masks examples at or past len(self)."""
+        missing = -len(self) % batch_size
+        return Split(np.concatenate([self.images, np.zeros((missing, *self.images.shape[1:]), self.images.dtype)]),
+                     np.concatenate([self.labels, np.zeros(missing, self.labels.dtype)]))
+
 
 @dataclass(frozen=True)
 class ImageDataset:

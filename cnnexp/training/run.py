@@ -170,10 +170,8 @@ class Trainer:
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
 
     def _to_device(self, split: Split) -> _DeviceSplit:
-        padded = -len(split) % self.eval_batch_size
-        images = np.concatenate([split.images, np.zeros((padded, *split.images.shape[1:]), np.uint8)])
-        labels = np.concatenate([split.labels, np.zeros(padded, np.int32)])
-        return _DeviceSplit(jax.device_put(images), jax.device_put(labels), len(split))
+        padded = split.padded(self.eval_batch_size)
+        return _DeviceSplit(jax.device_put(padded.images), jax.device_put(padded.labels), len(split))
 
     def _elapsed(self) -> float:
         return self.meta["elapsed_s"] + time.perf_counter() - self.clock_start

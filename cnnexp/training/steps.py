@@ -52,7 +52,8 @@ def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
-def _metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weights: jax.Array) -> jax.Array:
+def metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weights: jax.Array) -> jax.Array:
+    """[loss sum, correct, examples] of one batch, each example counted with its weight (0: padding)."""
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
 
@@ -109,7 +110,7 @@ def make_train_step(
         finite = jnp.isfinite(batch_loss) & (state.nonfinite_step < 0)
         keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
         sums = jnp.where(batch_index == 0, 0.0, state.epoch_sums)
-        batch_sums = _metric_sums(logits, y, losses, jnp.ones_like(losses))
+        batch_sums = metric_sums(logits, y, losses, jnp.ones_like(losses))
         return TrainState(
             params=keep_if_finite(new_params, state.params),
             model_state=keep_if_finite(new_model_state, state.model_state),
@@ -135,7 +136,7 @@ def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Ar
         y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
         logits = nnx.merge(eval_graphdef, params, model_state)(x)
         weights = ((start + jnp.arange(batch_size)) < count).astype(jnp.float32)
-        return sums + _metric_sums(logits, y, loss(logits, y), weights)
+        return sums + metric_sums(logits, y, loss(logits, y), weights)
 
     return step
 

@@ -9,13 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnexp.data import Split
 from cnnexp.visualize.probe import Probe
 
 Normalize = Callable[[jax.Array], jax.Array]
 
 
-def predict(probe: Probe, normalize: Normalize, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Softmax probabilities for uint8 NHWC `images`, batch by batch through one compiled function
+def predict(probe: Probe, normalize: Normalize, split: Split, batch_size: int = 1000) -> np.ndarray:
+    """Softmax probabilities for the uint8 NHWC images of `split`, batch by batch through one compiled function
     (the last batch padded, so it compiles once)."""
 
     @jax.jit
@@ -23,10 +24,10 @@ def predict(probe: Probe, normalize: Normalize, images: np.ndarray, batch_size: 
         logits, _ = probe(weights, normalize(batch.astype(jnp.float32) / 255.0))
         return jax.nn.softmax(logits)
 
-    padded = np.concatenate([images, np.zeros((-len(images) % batch_size, *images.shape[1:]), images.dtype)])
+    padded = split.padded(batch_size).images
     parts = [probabilities(probe.weights, padded[start:start + batch_size])
              for start in range(0, len(padded), batch_size)]
-    return np.concatenate(jax.device_get(parts))[:len(images)]
+    return np.concatenate(jax.device_get(parts))[:len(split)]
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

@@ -103,7 +103,7 @@ class _Visualization:
         for layer in [*self.conv, *self.dense]:
             self.maximize_units(layer, real)
         self.maximize_classes(real)
-        probabilities = attribution.predict(Probe(self.run.model, []), self.run.normalize, self.test.images)
+        probabilities = attribution.predict(Probe(self.run.model, []), self.run.normalize, self.test)
         self.saliency(probabilities)
         self.mistakes(probabilities)
         return self.out / "index.html"
