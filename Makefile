@@ -10,25 +10,31 @@ STAMP := $(VENV)/.installed
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-visualize clean
+.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
 ZOO := lenet simple_cnn alexnet alexnet_lite vgg inception resnet densenet
+# The models of `make reproduce-invariance`: the dense-only mlp beside CNNs with and without
+# multi-size filters (inception) and residual sums (resnet).
+INVARIANCE_MODELS := lenet simple_cnn mlp resnet inception
 SEEDS ?= 0,1,2
 NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
 comma := ,
-zoo_presets = $(subst $() ,$(comma),$(strip $(foreach m,$(ZOO),$(m)_fashion_mnist$(1))))
-# Sweep over the seeds (a failed run does not stop the others), then tabulate and publish:
-# $(call reproduce,<sweep overrides>,<sweep folder>,<section of docs/results.md>,<target>)
+# $(call presets,<models>,<suffix>): their Fashion-MNIST presets as one sweep value list.
+presets = $(subst $() ,$(comma),$(strip $(foreach m,$(1),$(m)_fashion_mnist$(2))))
+# Sweep over the seeds (a failed run does not stop the others), optionally run a command on the
+# sweep folder (its failure fails the target too, after publishing), then tabulate and publish:
+# $(call reproduce,<sweep overrides>,<sweep folder>,<section of docs/results.md>,<target>[,<command>])
 define reproduce
 	$(BIN)/cnnexp train -m $(1) seed=$(SEEDS) hydra.sweep.dir=$(2) $(ARGS); \
 	status=$$?; \
+	$(if $(5),$(5) || [ $$status -ne 0 ] || status=1;) \
 	$(BIN)/python -m cnnexp.analysis.publish $(2) --doc docs/results.md --section $(3) --command "make $(4)" && exit $$status
 endef
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,13 +65,39 @@ bench: setup  ## time im2col conv and reference max pool against XLA's (make ben
 	$(BIN)/python -m cnnexp.bench $(ARGS)
 
 reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~40 min on 2 cores); report + docs/results.md
-	$(call reproduce,experiment=$(call zoo_presets,_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
+	$(call reproduce,experiment=$(call presets,$(ZOO),_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
-	$(call reproduce,experiment=$(call zoo_presets,),outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
+	$(call reproduce,experiment=$(call presets,$(ZOO),),outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
 
 reproduce-losses: setup  ## LeNet (CPU preset) with cross-entropy and with MSE, 3 seeds (~6 min on 2 cores); docs/results.md
 	$(call reproduce,experiment=lenet_fashion_mnist_cpu loss=cross_entropy$(comma)mse,outputs/reproduce/losses/$(NOW),losses,reproduce-losses)
+
+reproduce-activations: setup  ## LeNet (CPU preset) with relu, leaky_relu, maxout, tanh, sigmoid, 3 seeds (~20 min on 2 cores); docs/results.md
+	$(call reproduce,experiment=activations,outputs/reproduce/activations/$(NOW),activations,reproduce-activations)
+
+# Train with and without augmentation, then measure each run's accuracy under shifts, rotations
+# and scales (cnnexp evaluate on the whole sweep folder) before the report.
+INVARIANCE_DIR := outputs/reproduce/invariance/$(NOW)
+# A coarser grid than `cnnexp evaluate`'s default, so 30 runs evaluate in minutes, not an hour.
+INVARIANCE_GRID := 'translations=[0,2,4,6]' 'rotations=[0,15,30,45]' 'scales=[0.6,0.8,1.0,1.2,1.4]'
+reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU presets) x augment none/strong, 3 seeds, + invariance curves (~1.5 h on 2 cores); docs/results.md
+	$(call reproduce,experiment=$(call presets,$(INVARIANCE_MODELS),_cpu) data/augment=none$(comma)strong,$(INVARIANCE_DIR),invariance,reproduce-invariance,$(BIN)/cnnexp evaluate invariance=true run=$(INVARIANCE_DIR) $(INVARIANCE_GRID))
+
+# Pretrain LeNet on classes 0-4 (one run per seed), then learn classes 5-9 from 1% and 10% of
+# their labels: from scratch, fine-tuned from the same seed's pretrained run, and with its body
+# frozen. A failed sweep does not stop the next; the target fails at the end.
+FINETUNE_DIR := outputs/reproduce/finetune/$(NOW)
+reproduce-finetune: setup  ## LeNet pretrained on classes 0-4; 5-9 with 1%/10% labels: scratch vs fine-tuned vs frozen body, 3 seeds (~12 min on 2 cores); docs/results.md
+	$(BIN)/cnnexp train -m experiment=finetune_pretrain seed=$(SEEDS) hydra.sweep.dir=$(FINETUNE_DIR)/pretrain \
+		'hydra.sweep.subdir=seed_$${seed}' $(ARGS); \
+	status=$$?; \
+	$(BIN)/cnnexp train -m experiment=finetune_scratch data.train_fraction=0.01,0.1 seed=$(SEEDS) \
+		hydra.sweep.dir=$(FINETUNE_DIR)/scratch $(ARGS) || status=1; \
+	$(BIN)/cnnexp train -m experiment=finetune_tune,finetune_frozen data.train_fraction=0.01,0.1 seed=$(SEEDS) \
+		'init_from=$(FINETUNE_DIR)/pretrain/seed_$${seed}' hydra.sweep.dir=$(FINETUNE_DIR)/tuned $(ARGS) || status=1; \
+	$(BIN)/python -m cnnexp.analysis.publish $(FINETUNE_DIR) --doc docs/results.md --section finetune \
+		--command "make reproduce-finetune" && exit $$status
 
 # The figures of `cnnexp visualize` shown in the README.
 VISUALIZE_DIR := outputs/reproduce/visualize/$(NOW)

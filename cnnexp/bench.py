@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from rich.table import Table
 
 from cnnexp.console import console
+from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model, list_models
 from cnnexp.models.layers import conv2d, pool2d
 from cnnexp.runs.naming import unique_name
@@ -152,11 +153,12 @@ def _train_step(model_name: str, image: tuple[int, int, int], options: dict[str,
     tx = _default_optimizer()
     graphdef, state = init_state(model, tx)
     channels = image[-1]
-    step = make_train_step(graphdef, tx, batch_size=batch, mean=jnp.full((channels,), 0.5),
-                           std=jnp.full((channels,), 0.25), loss=make_loss("cross_entropy"))
+    step = make_train_step(graphdef, tx, batch_size=batch, loss=make_loss("cross_entropy"))
     batch_data = (
         jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8)),
         jax.device_put(rng.integers(0, NUM_CLASSES, batch).astype(np.int32)),
+        jax.device_put(Preprocessing("standardize", np.full(channels, 0.5, np.float32),
+                                     np.full(channels, 0.25, np.float32))),
         jnp.arange(batch, dtype=jnp.int32),  # the epoch's order: this one batch
         np.int32(0),
     )

@@ -265,7 +265,7 @@ COMMANDS = {
     "visualize": Command("what a trained run has learned: filters, feature maps, activation maximization, "
                          "saliency, mistakes: cnnexp visualize run=<run folder>", _visualize_command),
     "evaluate": Command("a trained run on its test split, and on shifted, rotated, scaled copies: "
-                        "cnnexp evaluate run=<run folder> [invariance=true]", _evaluate_command),
+                        "cnnexp evaluate run=<run or sweep folder> [invariance=true]", _evaluate_command),
     "report": Command("one table and plots over the runs of a sweep, grouped, mean ± std over seeds: "
                       "cnnexp report <folder>", _report_command),
 }

@@ -19,6 +19,9 @@ OBJECTIVES = {
     "test_loss": "minimize",
 }
 
+# The optimizer group of parameters that no `optim.groups` entry names (full rate).
+REST_GROUP = "rest"
+
 # What `loss=` may name (conf/loss/<name>.yaml); cnnexp.training.steps.make_loss builds them.
 LOSSES = ("cross_entropy", "mse")
 
@@ -41,12 +44,48 @@ def validate_config(cfg: DictConfig) -> None:
         ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: is_number(v) and v >= 0, "a number >= 0"),
         ("data.val_fraction", cfg.data.val_fraction, lambda v: is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
         ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        ("data.train_fraction", cfg.data.get("train_fraction", 1.0), lambda v: is_number(v) and 0 < v <= 1,
+         "a number in (0, 1]"),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ]
     check_values(checks)
+    validate_finetuning(cfg)
+    from cnnexp.data import validate_data_options  # not at the top: cnnexp.data imports JAX, and this module
+    validate_data_options(cfg.data)
     if cfg.loss.name not in LOSSES:
         raise UserError(f"invalid loss.name={cfg.loss.name!r}: losses are {', '.join(LOSSES)}")
     objective_direction(cfg.objective)
+
+
+def validate_finetuning(cfg: DictConfig) -> None:
+    """The shapes of `init_from*`, `optim.groups` and `data.classes`; what they match is checked
+    once the model exists."""
+    classes = cfg.data.get("classes")
+    if classes is not None and not OmegaConf.is_list(classes):
+        raise UserError(f"invalid data.classes={classes!r}: must be a list of class indices or names, "
+                        f"e.g. data.classes=[0,1,2]")
+    if cfg.get("init_from") is not None and not isinstance(cfg.init_from, str):
+        raise UserError(f"invalid init_from={cfg.init_from!r}: must be a run folder or checkpoint path")
+    reinit = cfg.get("init_from_reinit", [])
+    if not OmegaConf.is_list(reinit) or not all(isinstance(p, str) for p in reinit):
+        raise UserError(f"invalid init_from_reinit={reinit!r}: must be a list of parameter patterns, "
+                        f"e.g. [@output] or [head.*]")
+    if reinit and cfg.get("init_from") is None:
+        raise UserError(f"init_from_reinit={list(reinit)} re-initializes part of a trained model: "
+                        f"add init_from=<run folder>")
+    groups = cfg.optim.get("groups")
+    if groups is not None and not OmegaConf.is_dict(groups):
+        raise UserError(f"invalid optim.groups={groups!r}: must map group names to {{params: <patterns>, lr_scale: <x>}}")
+    for name, group in (groups or {}).items():
+        params = group.get("params") if OmegaConf.is_dict(group) else None
+        scale = group.get("lr_scale") if OmegaConf.is_dict(group) else None
+        if name == REST_GROUP:
+            raise UserError(f"optim.groups.{REST_GROUP} is reserved for the parameters no group names")
+        if not (isinstance(params, str) or (OmegaConf.is_list(params) and all(isinstance(p, str) for p in params))):
+            raise UserError(f"invalid optim.groups.{name}.params={params!r}: must be a pattern or a list of "
+                            f"patterns over parameter paths, e.g. 'head.*' or @output")
+        if not (is_number(scale) and scale >= 0):
+            raise UserError(f"invalid optim.groups.{name}.lr_scale={scale!r}: must be a number >= 0 (0 freezes)")
 
 
 def check_values(checks: Iterable[tuple[str, object, Callable[[object], bool], str]]) -> None:

@@ -25,9 +25,9 @@ def test_validation_split_follows_the_seed_and_statistics_come_from_train_only()
     images = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
     train = Split(images, np.arange(200, dtype=np.int32) % 10)
     test = Split(np.full((10, 4, 4, 3), 255, np.uint8), np.zeros(10, np.int32))
-    a = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=1)
-    b = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=1)
-    c = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=2)
+    a = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=1, preprocess="standardize")
+    b = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=1, preprocess="standardize")
+    c = build_dataset("x", train, test, tuple("0123456789"), val_fraction=0.25, seed=2, preprocess="standardize")
     assert len(a.val) == 50 and len(a.train) == 150
     np.testing.assert_array_equal(a.val.labels, b.val.labels)
     assert not np.array_equal(a.val.images, c.val.images)
@@ -35,8 +35,8 @@ def test_validation_split_follows_the_seed_and_statistics_come_from_train_only()
     merged = np.concatenate([a.train.images, a.val.images]).reshape(200, -1)
     assert len({row.tobytes() for row in merged}) == len({row.tobytes() for row in images.reshape(200, -1)})
     pixels = a.train.images.reshape(-1, 3) / 255.0
-    np.testing.assert_allclose(a.mean, pixels.mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(a.std, pixels.std(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(a.preprocessing.mean, pixels.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(a.preprocessing.std, pixels.std(axis=0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])

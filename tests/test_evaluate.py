@@ -1,8 +1,10 @@
 """`cnnexp evaluate` on a LeNet trained on digits for a few seconds: the test split as the run
-saw it, and invariance curves over shifted, rotated and scaled copies; the warp they use."""
+saw it, and invariance curves over shifted, rotated and scaled copies; the warp they use; a
+sweep folder evaluated run by run."""
 
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -60,6 +62,44 @@ def test_warp_shifts_rotates_and_scales_about_the_centre():
     left[:, 0] = 1.0
     edge = np.asarray(warp(jnp.asarray(left), jnp.asarray([0.0, 1.0]), jnp.float32(1), jnp.float32(0)))[..., 0]
     assert np.all(edge[:, 0] == 1.0)  # fill="nearest" repeats the edge that was shifted away from
+
+
+def test_a_sweep_folder_is_evaluated_run_by_run(evaluated, cnnexp, tmp_path):
+    # Job 0 is the trained run; job 1 failed while training (skipped, with a warning).
+    sweep = tmp_path / "sweep"
+    shutil.copytree(evaluated, sweep / "0", ignore=shutil.ignore_patterns("evaluate"))
+    (sweep / "1" / ".hydra").mkdir(parents=True)
+    shutil.copy(evaluated / ".hydra" / "config.yaml", sweep / "1" / ".hydra")
+    (sweep / "1" / "summary.json").write_text(json.dumps({"status": "failed", "error": "loss is NaN"}))
+    result = cnnexp("evaluate", f"run={sweep}", "checkpoint=last", "invariance=true", *GRIDS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"ok       {sweep / '0'}: test acc " in result.stdout
+    assert f"skipped  {sweep / '1'}: status failed" in result.stderr
+    copied = json.loads((sweep / "0" / "evaluate" / "invariance.json").read_text())
+    original = json.loads((evaluated / "evaluate" / "invariance.json").read_text())
+    assert copied["curves"] == original["curves"]
+    assert not (sweep / "1" / "evaluate").exists()
+    # Job 2 completed but lost its checkpoints: it fails, the others are still evaluated, exit 1.
+    shutil.copytree(evaluated, sweep / "2", ignore=shutil.ignore_patterns("evaluate", "checkpoints"))
+    result = cnnexp("evaluate", f"run={sweep}", "checkpoint=last")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"ok       {sweep / '0'}" in result.stdout and f"FAILED   {sweep / '2'}: " in result.stdout
+    assert f"1 of 2 runs below {sweep} could not be evaluated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_with_dropout_is_evaluated(cnnexp, tmp_path):
+    # Dropout keeps a random key in the model's state: loading the weights must pass over it
+    # (make reproduce-invariance evaluates mlp, simple_cnn and inception presets, all with dropout).
+    run = train_tiny_run(tmp_path, cnnexp.env, "model=mlp", "model.dropout=0.2", "trainer.epochs=1")
+    result = cnnexp("evaluate", f"run={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_sweep_folder_without_completed_runs_is_exit_2(cnnexp, tmp_path):
+    (tmp_path / "sweep" / "0").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    result = cnnexp("evaluate", f"run={tmp_path / 'sweep'}")
+    assert_one_line_error(result, "none of its 1 runs is completed")
 
 
 @pytest.mark.parametrize(("args", "message"), [

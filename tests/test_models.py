@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
+from cnnexp.data.preprocess import Preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model, list_models
 from cnnexp.models.registry import model_options
@@ -81,10 +82,10 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
         logits = nnx.merge(measure_graphdef, state.params, state.model_state)(x)
         return float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
 
-    step = jax.jit(make_train_step(train_graphdef, tx, batch_size=BATCH, mean=jnp.float32(0.5),
-                                   std=jnp.float32(0.25), loss=make_loss("cross_entropy")))
+    step = jax.jit(make_train_step(train_graphdef, tx, batch_size=BATCH, loss=make_loss("cross_entropy")))
+    preprocessing = Preprocessing("standardize", np.float32(0.5), np.float32(0.25))
     before = loss(state)
-    state = step(state, images, labels, jnp.arange(BATCH, dtype=jnp.int32), np.int32(0))
+    state = step(state, images, labels, preprocessing, jnp.arange(BATCH, dtype=jnp.int32), np.int32(0))
     assert int(state.step) == 1
     assert loss(state) < before
 

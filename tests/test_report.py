@@ -1,12 +1,15 @@
-"""`cnnexp report`'s reading and grouping on hand-made run folders (no training), and what a job
-does when the launcher runs jobs side by side."""
+"""`cnnexp report`'s reading and grouping on hand-made run folders (no training), its invariance
+columns and plot from hand-made `evaluate/invariance.json` files, and what a job does when the
+launcher runs jobs side by side."""
 
+import csv
 import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -22,8 +25,8 @@ def make_run(folder: Path, overrides: dict, config: dict, summary: dict | None, 
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
     if summary is not None:
         (folder / "summary.json").write_text(json.dumps(summary))
-    lines = [json.dumps({"kind": "epoch", "split": "val", "epoch": e + 1, "accuracy": a, "loss": 1 - a})
-             for e, a in enumerate(val_accuracy)]
+    lines = [json.dumps({"kind": "epoch", "split": split, "epoch": e + 1, "accuracy": a, "loss": 1 - a})
+             for e, a in enumerate(val_accuracy) for split in ("train", "val")]
     (folder / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines) + '{"kind": "ep')  # torn last line
     return folder
 
@@ -114,7 +117,74 @@ def test_baseline_column_names_its_entry(sweep):
 def test_plots_skip_groups_without_completed_runs(sweep):
     written = write_report(build_report(sweep))
     assert {path.name for path in written.values() if path.suffix == ".png"} == {
-        "val_accuracy.png", "val_loss.png", "accuracy_vs_params.png", "accuracy_vs_wall_time.png"}
+        "val_accuracy.png", "val_loss.png", "train_loss.png", "accuracy_vs_params.png", "accuracy_vs_wall_time.png"}
+
+
+GRIDS = {"translation": [0, 2, 4, 6], "rotation": [0, 15, 30, 45], "scale": [0.6, 0.8, 1.0, 1.2, 1.4]}
+
+
+def write_invariance(run_dir: Path, seed: int, grids: dict = GRIDS) -> dict:
+    """A hand-made evaluate/invariance.json (accuracies falling with the transform, varying with the
+    seed); returns its curves as kind -> {value: accuracy}."""
+    rng = np.random.default_rng(seed)
+    curves = {kind: [{"value": float(v), "accuracy": float(rng.uniform(0.1, 0.9))} for v in values]
+              for kind, values in grids.items()}
+    (run_dir / "evaluate").mkdir()
+    (run_dir / "evaluate" / "invariance.json").write_text(json.dumps({"test_accuracy": 0.9, "curves": curves}))
+    return {kind: {p["value"]: p["accuracy"] for p in points} for kind, points in curves.items()}
+
+
+def test_invariance_columns_are_mean_and_std_over_the_evaluated_runs(sweep):
+    # lenet: all three seeds evaluated; vgg: two of three; resnet (no completed run) has none.
+    written = {model: [write_invariance(sweep / str(number), seed=number) for number in numbers]
+               for model, numbers in (("lenet", (0, 1, 2)), ("vgg", (3, 4)))}
+    report = build_report(sweep)
+    headings, rows = table_rows(report)
+    columns = ["acc % shift 6 px", "acc % rot 45°", "acc % scale 0.6x", "acc % scale 1.4x"]
+    assert headings[-4:] == columns
+    write_report(report)
+    with (sweep / "report.csv").open(newline="") as handle:
+        table = {row["model"]: row for row in csv.DictReader(handle)}
+    for model, curves in written.items():
+        assert table[model]["invariance_n"] == str(len(curves))
+        for column, (kind, value) in zip(columns, [("translation", 6.0), ("rotation", 45.0), ("scale", 0.6),
+                                                   ("scale", 1.4)], strict=True):
+            accuracies = np.array([curve[kind][value] for curve in curves])
+            key = f"{kind}_{value:g}_accuracy"
+            assert float(table[model][f"{key}_mean"]) == pytest.approx(accuracies.mean(), rel=1e-12)
+            assert float(table[model][f"{key}_std"]) == pytest.approx(accuracies.std(ddof=1), rel=1e-9)
+            shown = rows[[group.label["model"] for group in report.groups].index(model)][headings.index(column)]
+            assert shown == f"{100 * accuracies.mean():.2f} ± {100 * accuracies.std(ddof=1):.2f}"
+    assert table["resnet"]["invariance_n"] == "0" and table["resnet"]["translation_6_accuracy_mean"] == ""
+    assert "acc % shift / rot / scale" in (sweep / "report.md").read_text()
+
+
+def test_invariance_columns_use_the_grid_every_evaluated_run_shares(sweep):
+    write_invariance(sweep / "0", 0)
+    write_invariance(sweep / "3", 3, {"translation": [0, 2, 4], "rotation": [0, -45, 30], "scale": [1.0]})
+    headings, _ = table_rows(build_report(sweep))
+    assert [h for h in headings if h.startswith("acc %")] == ["acc % shift 4 px", "acc % rot 30°", "acc % scale 1x"]
+
+
+def test_without_invariance_data_there_are_no_invariance_columns_or_plot(sweep):
+    report = build_report(sweep)
+    assert report.invariance == [] and not any(h.startswith("acc %") for h in table_rows(report)[0])
+    write_report(report)
+    assert not (sweep / "plots" / "invariance.png").exists()
+    assert "invariance_n" not in (sweep / "report.csv").read_text()
+    (sweep / "0" / "evaluate").mkdir()
+    (sweep / "0" / "evaluate" / "invariance.json").write_text('{"curves": {"transl')  # torn: ignored
+    assert build_report(sweep).invariance == []
+
+
+def test_invariance_plot_is_drawn_and_linked(sweep):
+    for number in (0, 1, 3):
+        write_invariance(sweep / str(number), number)
+    written = write_report(build_report(sweep))
+    image = written["Test accuracy under shifts, rotations and scales"]
+    assert image == sweep / "plots" / "invariance.png"
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
+    assert "plots/invariance.png" in (sweep / "report.md").read_text()
 
 
 JOBLIB = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})

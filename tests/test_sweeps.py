@@ -72,7 +72,7 @@ def test_report_links_only_plots_that_exist(grid, cnnexp):
     text = (grid / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert {Path(link).name for link in links} == {
-        "val_accuracy.png", "val_loss.png", "accuracy_vs_params.png", "accuracy_vs_wall_time.png"}
+        "val_accuracy.png", "val_loss.png", "train_loss.png", "accuracy_vs_params.png", "accuracy_vs_wall_time.png"}
     for link in links:
         image = grid / link
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 5000

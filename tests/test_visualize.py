@@ -161,7 +161,7 @@ def test_unknown_layer_lists_the_choices(cnnexp, trained_run):
     assert result.returncode == 2 and "no layer 'conv9'" in result.stderr and "0:conv1" in result.stderr
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [name for name in list_models() if name != "mlp"])  # mlp: dense only
 def test_every_model_can_be_probed_at_its_conv_stages(name):
     model = nnx.eval_shape(lambda: create_model(name, {}, input_shape=(32, 32, 3), num_classes=10, rngs=nnx.Rngs(0)))
     model.eval()  # abstract: shapes only, nothing allocated
@@ -173,3 +173,9 @@ def test_every_model_can_be_probed_at_its_conv_stages(name):
     logits, outputs = jax.eval_shape(probe, probe.weights, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
     assert logits.shape == (2, 10)
     assert [o.shape[1:] for o in outputs] == [layer.output_shape for layer in probe.layers]
+
+
+def test_a_dense_only_model_has_no_conv_stage_and_its_hidden_layers_are_probed():
+    model = nnx.eval_shape(lambda: create_model("mlp", {}, input_shape=(28, 28, 1), num_classes=10, rngs=nnx.Rngs(0)))
+    layers = list_layers(model, (28, 28, 1))
+    assert conv_stages(layers) == [] and [layer.output_shape for layer in hidden_dense(layers)] == [(256,), (128,)]

@@ -1,5 +1,6 @@
 """`cnnexp evaluate`: a trained run's loss and accuracy on its test split and, for invariance,
-on shifted, rotated and scaled copies of it (source text 001), into <run>/evaluate/.
+on shifted, rotated and scaled copies of it (source text 001), into <run>/evaluate/. Given a
+sweep folder, it evaluates every completed run below it in turn.
 
 The test split sits on the device as uint8; each transform is one compiled function of the
 transform's value, so a whole grid compiles once per kind of transform."""
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +20,21 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
+from cnnexp.analysis.run_records import EVALUATE_DIR, INVARIANCE_FILE, TRANSFORMS, find_run_dirs, read_run
 from cnnexp.config import check_values, is_number
 from cnnexp.console import print_table
 from cnnexp.data.transforms import warp
-from cnnexp.runs.trained import TrainedRun, load_trained_run, validate_run_choice
+from cnnexp.errors import UserError
+from cnnexp.runs.trained import SAVED_CONFIG, TrainedRun, load_trained_run, validate_run_choice
 from cnnexp.training.steps import make_loss, metric_sums
 
-OUTPUT_DIR = "evaluate"
-# The kinds of transform, each with its grid's config key and a label for its axis.
-TRANSFORMS = {"translation": ("translations", "shift right (pixels)"),
-              "rotation": ("rotations", "rotation (degrees)"),
-              "scale": ("scales", "scale factor")}
+EVALUATION_FILE, INVARIANCE_PLOT = "evaluation.json", "invariance.png"
+
+
+class EvaluationsFailed(UserError):
+    """Some runs of a sweep folder could not be evaluated (each said why on its own line)."""
+
+    exit_code = 1
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
@@ -43,33 +50,72 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
     ])
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate `cfg.run`; writes evaluation.json (and invariance.json, invariance.png) and
-    prints a table; returns what evaluation.json says."""
+def evaluate(cfg: DictConfig) -> None:
+    """The command: `cfg.run` is one run folder (a table of its numbers), or a sweep folder (one line
+    per run below it; raises EvaluationsFailed at the end if any run could not be evaluated)."""
     validate_evaluate_config(cfg)
-    run = load_trained_run(Path(cfg.run), cfg.checkpoint)
-    out = run.run_dir / OUTPUT_DIR
+    root = Path(cfg.run)
+    if (root / SAVED_CONFIG).is_file():
+        result, rows = evaluate_run(root, cfg)
+        print_table(f"cnnexp evaluate: {root} ({result['checkpoint']} checkpoint, epoch {result['epoch']})",
+                    ["transform", "value", "test acc %"], rows)
+        names = (EVALUATION_FILE, INVARIANCE_FILE, INVARIANCE_PLOT) if cfg.invariance else (EVALUATION_FILE,)
+        for name in names:
+            print(root / EVALUATE_DIR / name)
+    else:
+        evaluate_sweep(root, cfg)
+
+
+def evaluate_run(run_dir: Path, cfg: DictConfig) -> tuple[dict[str, Any], list[list[str]]]:
+    """Evaluate one run; writes evaluation.json (and invariance.json, invariance.png) into
+    <run>/evaluate/. Returns what evaluation.json says and the rows of the command's table."""
+    run = load_trained_run(run_dir, cfg.checkpoint)
+    out = run.run_dir / EVALUATE_DIR
     out.mkdir(exist_ok=True)
     evaluator = _Evaluator(run, cfg.batch_size)
     loss, accuracy = evaluator.plain()
     result = {"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
               "test_loss": loss, "test_accuracy": accuracy, "test_examples": len(run.data.test)}
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / EVALUATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
     rows = [["test split", "-", f"{100 * accuracy:.2f}"]]
     if cfg.invariance:
         curves = {kind: [{"value": float(v), "accuracy": evaluator.transformed(kind, float(v))}
                          for v in cfg[key]] for kind, (key, _) in TRANSFORMS.items()}
-        (out / "invariance.json").write_text(json.dumps({**result, "curves": curves}, indent=2) + "\n")
-        invariance_plot(out / "invariance.png", curves, accuracy,
+        (out / INVARIANCE_FILE).write_text(json.dumps({**result, "curves": curves}, indent=2) + "\n")
+        invariance_plot(out / INVARIANCE_PLOT, curves, accuracy,
                         f"{run.cfg.model.name} on {run.data.name}: test accuracy under transforms")
         rows += [[kind, f"{point['value']:g}", f"{100 * point['accuracy']:.2f}"]
                  for kind, points in curves.items() for point in points]
-    print_table(f"cnnexp evaluate: {run.run_dir} ({run.checkpoint} checkpoint, epoch {run.epoch})",
-                ["transform", "value", "test acc %"], rows)
-    for name in ("evaluation.json", "invariance.json", "invariance.png"):
-        if (out / name).is_file() and (name == "evaluation.json" or cfg.invariance):
-            print(out / name)
-    return result
+    return result, rows
+
+
+def evaluate_sweep(root: Path, cfg: DictConfig) -> None:
+    """Evaluate every completed run below `root`, one line each; runs that are not completed are
+    skipped with a warning, and one run that cannot be evaluated does not stop the others."""
+    run_dirs = [run_dir for run_dir in find_run_dirs(root) if run_dir != root]
+    if not run_dirs:
+        raise UserError(f"run={root}: not a run folder (no {SAVED_CONFIG}) and no run folders below it")
+    failed = evaluated = 0
+    for run_dir in run_dirs:
+        status = read_run(run_dir).status
+        if status != "completed":
+            print(f"skipped  {run_dir}: status {status} (only completed runs are evaluated)", file=sys.stderr)
+            continue
+        try:
+            result, _ = evaluate_run(run_dir, cfg)
+        except Exception as error:  # one broken run must not cost the rest of the sweep
+            failed += 1
+            if not isinstance(error, UserError):
+                traceback.print_exc()
+            print(f"FAILED   {run_dir}: {' '.join(str(error).split()) or type(error).__name__}")
+            continue
+        evaluated += 1
+        print(f"ok       {run_dir}: test acc {100 * result['test_accuracy']:.2f}% ({result['checkpoint']} "
+              f"checkpoint, epoch {result['epoch']}) -> {run_dir / EVALUATE_DIR}")
+    if failed:
+        raise EvaluationsFailed(f"{failed} of {failed + evaluated} runs below {root} could not be evaluated")
+    if not evaluated:
+        raise UserError(f"run={root}: none of its {len(run_dirs)} runs is completed; nothing to evaluate")
 
 
 class _Evaluator:

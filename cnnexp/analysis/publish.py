@@ -148,6 +148,12 @@ _TITLES = {
     "zoo-cpu": "Model zoo on Fashion-MNIST: CPU budget presets, 3 seeds",
     "zoo-gpu": "Model zoo on Fashion-MNIST: full presets (GPU), 3 seeds",
     "losses": "Cross-entropy against MSE (source text 004): LeNet on Fashion-MNIST, CPU preset, 3 seeds",
+    "activations": "Activations (source text 002): LeNet on Fashion-MNIST with relu, leaky_relu, maxout, tanh and "
+                   "sigmoid, CPU preset, 3 seeds",
+    "invariance": "Invariance to shifts, rotations and scales (source text 001): CNNs and a dense network, "
+                  "with and without augmentation, CPU presets, 3 seeds",
+    "finetune": "Fine-tuning (source text 002): LeNet pretrained on Fashion-MNIST classes 0-4, then classes 5-9 "
+                "with few labels: from scratch, fine-tuned, body frozen",
 }
 
 if __name__ == "__main__":

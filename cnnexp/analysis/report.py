@@ -3,7 +3,9 @@
 The runs of a sweep differ in the values the command line swept (`model=lenet,vgg seed=0,1,2`);
 the report finds those values itself, puts runs that differ only in their seed into one group,
 and gives each group's mean and spread over seeds. Failed, interrupted and still running runs
-are listed, never silently dropped, and the report works on a sweep that is still going.
+are listed, never silently dropped, and the report works on a sweep that is still going. Runs
+that `cnnexp evaluate invariance=true` has seen add their accuracy under the grids' largest
+shift, largest rotation and smallest and largest scale.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from cnnexp.analysis.baselines import SOURCE as BASELINE_SOURCE
 from cnnexp.analysis.baselines import Baseline, baseline_for
-from cnnexp.analysis.run_records import RunRecord, find_run_dirs, read_run
+from cnnexp.analysis.run_records import EVALUATE_DIR, INVARIANCE_FILE, TRANSFORMS, RunRecord, find_run_dirs, read_run
 from cnnexp.config import is_bookkeeping_key
 from cnnexp.errors import UserError
 
@@ -31,6 +33,8 @@ METRICS = {
     "train_images_per_s": "train img/s",
 }
 _PERCENT = ("test_accuracy", "best_val_accuracy")
+# How an invariance column names its transform's value.
+_TRANSFORM_NAMES = {"translation": "shift {:g} px", "rotation": "rot {:g}°", "scale": "scale {:g}x"}
 
 
 @dataclass
@@ -45,6 +49,22 @@ class Stat:
         if not values:
             return cls(None, None)
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+
+@dataclass(frozen=True)
+class InvariancePoint:
+    """One invariance column: test accuracy under one transform of the test split."""
+
+    kind: str  # a key of TRANSFORMS
+    value: float
+
+    @property
+    def heading(self) -> str:
+        return "acc % " + _TRANSFORM_NAMES[self.kind].format(self.value)
+
+    @property
+    def csv_key(self) -> str:
+        return f"{self.kind}_{self.value:g}_accuracy"
 
 
 @dataclass
@@ -69,6 +89,16 @@ class Group:
     def stat(self, key: str) -> Stat:
         return Stat.of([v for v in (run.value(key) for run in self.completed) if v is not None])
 
+    @property
+    def invariance_evaluated(self) -> list[RunRecord]:
+        """The completed runs that have evaluate/invariance.json."""
+        return [run for run in self.completed if run.invariance]
+
+    def invariance_stat(self, point: InvariancePoint) -> Stat:
+        """The point's test accuracy over the completed runs that were evaluated there."""
+        curves = (run.invariance.get(point.kind, {}) for run in self.completed)
+        return Stat.of([curve[point.value] for curve in curves if point.value in curve])
+
     def baseline(self) -> Baseline | None:
         """The published figure, when every run of the group is the same model on the same data."""
         pairs = {(run.summary.get("dataset"), run.summary.get("model")) for run in self.runs}
@@ -82,6 +112,7 @@ class Report:
     columns: list[str]  # the grouping keys, in the order shown
     groups: list[Group]
     with_baseline: bool
+    invariance: list[InvariancePoint]  # empty when no completed run has evaluate/invariance.json
 
 
 def build_report(root: Path, by: list[str] | None = None, with_baseline: bool = False) -> Report:
@@ -99,7 +130,24 @@ def build_report(root: Path, by: list[str] | None = None, with_baseline: bool = 
     for run in runs:
         label = {key: _lookup(run, key) for key in columns}
         groups.setdefault(tuple(label.values()), Group(label, [])).runs.append(run)
-    return Report(root, runs, columns, list(groups.values()), with_baseline)
+    return Report(root, runs, columns, list(groups.values()), with_baseline, _invariance_points(runs))
+
+
+def _invariance_points(runs: list[RunRecord]) -> list[InvariancePoint]:
+    """The invariance columns: of each kind of transform, the values of the grid that every evaluated
+    run shares, the largest shift and rotation (the hardest), and the smallest and largest scale."""
+    evaluated = [run for run in runs if run.status == "completed" and run.invariance]
+    points = []
+    for kind in TRANSFORMS:
+        shared = set.intersection(*(set(run.invariance.get(kind, {})) for run in evaluated)) if evaluated else set()
+        if not shared:
+            continue
+        if kind == "scale":
+            values = sorted({min(shared), max(shared)})
+        else:
+            values = [max(shared, key=lambda value: (abs(value), value))]
+        points += [InvariancePoint(kind, value) for value in values]
+    return points
 
 
 def _lookup(run: RunRecord, key: str) -> str:
@@ -166,7 +214,8 @@ def table_rows(report: Report, name_baselines: bool = True) -> tuple[list[str], 
     `name_baselines=False` leaves out which published entry each baseline is (narrow terminals)."""
     # "not completed" (failed, running, ...) only when some run is not completed.
     show_others = any(group.not_completed for group in report.groups)
-    headings = [*report.columns, "n", *(["not completed"] if show_others else []), *METRICS.values()]
+    headings = [*report.columns, "n", *(["not completed"] if show_others else []), *METRICS.values(),
+                *(point.heading for point in report.invariance)]
     if report.with_baseline:
         headings.append("published test acc %")
     rows = []
@@ -176,6 +225,7 @@ def table_rows(report: Report, name_baselines: bool = True) -> tuple[list[str], 
         for key in METRICS:
             stat = group.stat(key)
             row.append(_percent(stat) if key in _PERCENT else _plain(stat, 0 if key != "wall_time_s" else 1))
+        row += [_percent(group.invariance_stat(point)) for point in report.invariance]
         if report.with_baseline:
             baseline = group.baseline()
             figure = f"{100 * baseline.test_accuracy:.1f}" if baseline else MISSING
@@ -190,19 +240,28 @@ def write_csv(report: Report, path: Path) -> None:
         writer = csv.writer(handle)
         header = [*report.columns, "n", "not_completed", "seeds"]
         header += [f"{key}_{part}" for key in METRICS for part in ("mean", "std")]
+        if report.invariance:
+            header += ["invariance_n", *(f"{point.csv_key}_{part}" for point in report.invariance
+                                         for part in ("mean", "std"))]
         if report.with_baseline:
             header += ["baseline_test_accuracy", "baseline_entry"]
         writer.writerow(header)
         for group in report.groups:
             seeds = " ".join(str(run.summary.get("seed", MISSING)) for run in group.completed)
             row = [*group.label.values(), len(group.completed), len(group.not_completed), seeds]
-            for key in METRICS:
-                stat = group.stat(key)
-                row += ["" if stat.mean is None else repr(stat.mean), "" if stat.std is None else repr(stat.std)]
+            row += [cell for key in METRICS for cell in _csv_cells(group.stat(key))]
+            if report.invariance:
+                row.append(len(group.invariance_evaluated))
+                row += [cell for point in report.invariance for cell in _csv_cells(group.invariance_stat(point))]
             if report.with_baseline:
                 baseline = group.baseline()
                 row += [baseline.test_accuracy, baseline.entry] if baseline else ["", ""]
             writer.writerow(row)
+
+
+def _csv_cells(stat: Stat) -> list[str]:
+    """Mean and standard deviation at full precision; empty cells where there is none."""
+    return ["" if stat.mean is None else repr(stat.mean), "" if stat.std is None else repr(stat.std)]
 
 
 def markdown_table(headings: list[str], rows: list[list[str]]) -> str:
@@ -228,6 +287,13 @@ def markdown(report: Report, plots: dict[str, Path]) -> str:
         "shown from n=2). Accuracies in percent: test split at the end, validation split at the best "
         "epoch. Wall time covers loading, compiling and evaluating, not only training.",
     ]
+    if report.invariance:
+        evaluated = sum(len(group.invariance_evaluated) for group in report.groups)
+        completed = sum(len(group.completed) for group in report.groups)
+        parts += ["", "`acc % shift / rot / scale`: test accuracy on the test split shifted right by that many "
+                  "pixels, rotated clockwise by that many degrees or scaled about the centre, as "
+                  f"`cnnexp evaluate invariance=true` measured it (`{EVALUATE_DIR}/{INVARIANCE_FILE}` of "
+                  f"{evaluated} of the {completed} completed runs); the whole curves are in the invariance plot."]
     best = report.root / "optimization_results.yaml"
     if best.is_file():
         parts += ["", f"Optuna's best trial (`{best.name}`):", "", "```yaml", best.read_text().strip(), "```"]

@@ -1,4 +1,5 @@
-"""Reading run folders back: each run's status, config, overrides and per-epoch validation curve.
+"""Reading run folders back: each run's status, config, overrides, per-epoch learning curves and,
+once `cnnexp evaluate invariance=true` ran on it, its accuracy under shifts, rotations and scales.
 
 A run folder is any folder holding `.hydra/config.yaml` or `summary.json` (a single run under
 `outputs/runs/`, one job of a sweep under `outputs/multirun/<sweep>/<n>/`). Reading never
@@ -22,6 +23,17 @@ from cnnexp.runs.naming import SUMMARY_FILE, read_summary
 
 # Folders inside a run that never hold another run: skipped while searching (checkpoints are big).
 _NOT_RUNS = {"checkpoints", "tensorboard", "plots", ".hydra", ".submitit"}
+# Where `cnnexp evaluate` writes inside a run folder, and its invariance file: {"test_accuracy": ...,
+# "curves": {kind: [{"value": v, "accuracy": a}, ...]}} for each kind of TRANSFORMS. Defined here
+# rather than in analysis/evaluation.py so the report reads them without importing data and models.
+EVALUATE_DIR, INVARIANCE_FILE = "evaluate", "invariance.json"
+# The kinds of transform: each with its grid's key in conf/evaluate.yaml and a label for its axis.
+TRANSFORMS = {"translation": ("translations", "shift right (pixels)"),
+              "rotation": ("rotations", "rotation (degrees)"),
+              "scale": ("scales", "scale factor")}
+# The per-epoch records of metrics.jsonl kept as learning curves: mean over the epoch's training
+# batches (in training mode) and the validation split after the epoch.
+CURVE_SPLITS = ("train", "val")
 
 
 @dataclass
@@ -33,7 +45,10 @@ class RunRecord:
     summary: dict[str, Any]
     config: dict[str, str]  # flattened config: dotted key -> value as YAML/JSON text
     overrides: dict[str, str]  # the command line's key=value overrides of this run
-    curve: list[dict[str, float]] = field(default_factory=list)  # validation records, one per epoch
+    # split (train, val) -> one record per epoch: {"epoch", "accuracy", "loss"}
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # transform kind -> {transform value: test accuracy}; empty until `cnnexp evaluate invariance=true`
+    invariance: dict[str, dict[float, float]] = field(default_factory=dict)
 
     @property
     def error(self) -> str:
@@ -69,7 +84,8 @@ def read_run(run_dir: Path) -> RunRecord:
         summary=summary,
         config=_flat_config(run_dir / ".hydra" / "config.yaml"),
         overrides=_overrides(run_dir / ".hydra" / "overrides.yaml"),
-        curve=_validation_curve(run_dir / METRICS_FILE),
+        curves=_epoch_curves(run_dir / METRICS_FILE),
+        invariance=_invariance(run_dir / EVALUATE_DIR / INVARIANCE_FILE),
     )
 
 
@@ -120,16 +136,28 @@ def _overrides(path: Path) -> dict[str, str]:
     return {key.lstrip("+~"): value for key, value in (pair for pair in pairs if len(pair) == 2)}
 
 
-def _validation_curve(path: Path) -> list[dict[str, float]]:
-    """The per-epoch validation records of metrics.jsonl (a line cut short by a kill is skipped)."""
+def _epoch_curves(path: Path) -> dict[str, list[dict[str, float]]]:
+    """The per-epoch records of metrics.jsonl by split (a line cut short by a kill is skipped)."""
+    curves: dict[str, list[dict[str, float]]] = {}
     if not path.is_file():
-        return []
-    curve = []
+        return curves
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("kind") == "epoch" and record.get("split") == "val":
-            curve.append({"epoch": record["epoch"], "accuracy": record["accuracy"], "loss": record["loss"]})
-    return curve
+        if record.get("kind") == "epoch" and record.get("split") in CURVE_SPLITS:
+            curves.setdefault(record["split"], []).append(
+                {"epoch": record["epoch"], "accuracy": record["accuracy"], "loss": record["loss"]})
+    return curves
+
+
+def _invariance(path: Path) -> dict[str, dict[float, float]]:
+    """invariance.json's curves as kind -> {value: accuracy}; empty when there is none or it is unreadable
+    (the report then just has no invariance numbers for this run)."""
+    try:
+        curves = json.loads(path.read_text(encoding="utf-8"))["curves"]
+        return {kind: {float(p["value"]): float(p["accuracy"]) for p in curves[kind]}
+                for kind in TRANSFORMS if kind in curves}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from cnnexp.data.augment import validate_augment_options
 from cnnexp.data.dataset import ImageDataset, Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
+from cnnexp.data.preprocess import validate_preprocess_options
+from cnnexp.data.subsets import class_indices, label_fraction, select_classes
 from cnnexp.data.tfds_source import load_tfds_splits, tfds_signature
 
-__all__ = ["ImageDataset", "Split", "dataset_signature", "load_dataset"]
+__all__ = ["ImageDataset", "Split", "dataset_signature", "load_dataset", "validate_data_options"]
 
 DIGITS_SIGNATURE = ((8, 8, 1), 10)  # scikit-learn's digits: 8x8 grey images of 0-9
 
@@ -24,14 +27,28 @@ def load_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset:
             str(data_cfg.source_dir) if data_cfg.get("source_dir") else None,
             bool(data_cfg.get("download", True)),
         )
+    if data_cfg.get("classes"):
+        indices = class_indices(data_cfg.classes, class_names)
+        train, test = select_classes(train, indices), select_classes(test, indices)
+        class_names = tuple(class_names[i] for i in indices)
+    if data_cfg.get("train_fraction", 1.0) < 1.0:
+        train = label_fraction(train, data_cfg.train_fraction, seed)
     return build_dataset(
-        data_cfg.name, train, test, class_names, val_fraction=data_cfg.val_fraction, seed=seed
+        data_cfg.name, train, test, class_names, val_fraction=data_cfg.val_fraction, seed=seed,
+        # Run folders from before data.preprocess existed were standardized.
+        preprocess=data_cfg.get("preprocess", "standardize"), whitening_epsilon=data_cfg.get("whitening_epsilon"),
     )
+
+
+def validate_data_options(data_cfg: DictConfig) -> None:
+    """data.preprocess and data.augment, checked before anything is loaded."""
+    validate_preprocess_options(data_cfg)
+    validate_augment_options(data_cfg.augment)
 
 
 def dataset_signature(data_cfg: DictConfig) -> tuple[tuple[int | None, ...], int | None]:
     """(image shape H, W, C; class count) of the dataset `data_cfg` names, None where the
     dataset does not fix them; nothing is loaded, so `cnnexp summary` works before any data exists."""
-    if data_cfg.name == "digits":
-        return DIGITS_SIGNATURE
-    return tfds_signature(data_cfg.name, str(data_cfg.data_dir))
+    shape, classes = DIGITS_SIGNATURE if data_cfg.name == "digits" else tfds_signature(
+        data_cfg.name, str(data_cfg.data_dir))
+    return shape, len(data_cfg.classes) if data_cfg.get("classes") else classes

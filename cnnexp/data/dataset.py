@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
+
+from cnnexp.data.preprocess import Preprocessing, fit_preprocessing
 
 
 class Split(NamedTuple):
@@ -29,8 +32,8 @@ class Split(NamedTuple):
 class ImageDataset:
     """A labelled image-classification dataset held in memory, already split.
 
-    `mean` and `std` (per channel, in [0, 1] pixel units) come from the training split only,
-    so nothing about validation or test images leaks into the inputs the model sees.
+    `preprocessing` (`preprocess` fitted with `whitening_epsilon`) comes from the training split
+    only, so nothing about validation or test images leaks into the inputs the model sees.
     """
 
     name: str
@@ -38,8 +41,14 @@ class ImageDataset:
     val: Split
     test: Split
     class_names: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
+    preprocess: str
+    whitening_epsilon: float | None
+
+    @cached_property
+    def preprocessing(self) -> Preprocessing:
+        """Fitted on first use: a run that reads its stored preprocessing (resume, evaluate,
+        visualize) never pays for a whitening fit it would throw away."""
+        return fit_preprocessing(self.preprocess, self.train.images, self.whitening_epsilon)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -59,14 +68,13 @@ def build_dataset(
     *,
     val_fraction: float,
     seed: int,
+    preprocess: str,
+    whitening_epsilon: float | None = None,
 ) -> ImageDataset:
-    """Carve a validation split from `train` with the run's seed and fit input statistics."""
+    """Carve a validation split from `train` with the run's seed; `preprocess` is fitted on the rest."""
     order = np.random.default_rng(seed).permutation(len(train))
     val_count = max(1, int(round(val_fraction * len(train))))
     val_idx, train_idx = np.sort(order[:val_count]), np.sort(order[val_count:])
     train_part = Split(train.images[train_idx], train.labels[train_idx])
     val_part = Split(train.images[val_idx], train.labels[val_idx])
-    pixels = train_part.images.reshape(-1, train_part.images.shape[-1]).astype(np.float64) / 255.0
-    mean = pixels.mean(axis=0).astype(np.float32)
-    std = np.maximum(pixels.std(axis=0), 1e-6).astype(np.float32)
-    return ImageDataset(name, train_part, val_part, test, class_names, mean, std)
+    return ImageDataset(name, train_part, val_part, test, class_names, preprocess, whitening_epsilon)

@@ -5,6 +5,7 @@ from cnnexp.models import (
     densenet,  # noqa: F401  (registers "densenet")
     inception,  # noqa: F401  (registers "inception")
     lenet,  # noqa: F401  (registers "lenet")
+    mlp,  # noqa: F401  (registers "mlp")
     resnet,  # noqa: F401  (registers "resnet")
     simple_cnn,  # noqa: F401  (registers "simple_cnn")
     vgg,  # noqa: F401  (registers "vgg")

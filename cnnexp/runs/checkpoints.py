@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from cnnexp.errors import UserError
+from cnnexp.models.param_paths import dotted_path
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -96,7 +98,6 @@ def read_weights(run_dir: Path, which: str) -> tuple[dict[str, np.ndarray], dict
     weights: dict[str, np.ndarray] = {}
     for part in ("params", "model_state"):
         for path, value in jax.tree_util.tree_flatten_with_path(restored.state[part])[0]:
-            keys = [str(getattr(key, "key", getattr(key, "idx", key))) for key in path]
-            if keys[-1] == "value" and np.issubdtype(np.asarray(value).dtype, np.floating):
-                weights[".".join(keys[:-1])] = np.asarray(value)
+            if jnp.issubdtype(value.dtype, jnp.floating):  # not RNG keys and counters
+                weights[dotted_path(path)] = np.asarray(value)
     return weights, dict(restored.meta)

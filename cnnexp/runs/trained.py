@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnexp.config import model_options
 from cnnexp.data import ImageDataset, load_dataset
+from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
 from cnnexp.runs.checkpoints import read_weights
@@ -29,10 +30,11 @@ class TrainedRun:
     model: nnx.Module  # in eval mode, with the checkpoint's weights
     checkpoint: str  # best or last
     epoch: int  # the epoch the checkpoint was saved after
+    preprocessing: Preprocessing  # the one the run stored, so inputs are exactly those it trained on
 
     def normalize(self, pixels: jnp.ndarray) -> jnp.ndarray:
-        """Images in [0, 1] pixel units to the standardized inputs the model was trained on."""
-        return (pixels - jnp.asarray(self.data.mean)) / jnp.asarray(self.data.std)
+        """NHWC images in [0, 1] pixel units to the inputs the model was trained on."""
+        return apply_preprocessing(self.preprocessing, pixels)
 
 
 def validate_run_choice(cfg: DictConfig, command: str) -> None:
@@ -56,7 +58,10 @@ def load_trained_run(run_dir: Path, checkpoint: str = "best") -> TrainedRun:
                          num_classes=data.num_classes, rngs=nnx.Rngs(cfg.seed))
     assign_weights(model, weights, source=f"{run_dir} ({checkpoint} checkpoint)")
     model.eval()
-    return TrainedRun(run_dir, cfg, data, model, checkpoint, int(meta["epoch"]))
+    stored = load_preprocessing(run_dir)
+    # Run folders from before preprocessing was stored: fitted again, as they were then.
+    preprocessing = stored if stored is not None else data.preprocessing
+    return TrainedRun(run_dir, cfg, data, model, checkpoint, int(meta["epoch"]), preprocessing)
 
 
 def assign_weights(model: nnx.Module, weights: dict[str, np.ndarray], *, source: str) -> None:

@@ -20,16 +20,20 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
-from cnnexp.config import model_options, validate_config
+from cnnexp.config import REST_GROUP, model_options, validate_config
 from cnnexp.console import print_summary, training_progress
 from cnnexp.data import Split, load_dataset
+from cnnexp.data.augment import make_augment
+from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.models import count_params, create_model
+from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.naming import read_summary
 from cnnexp.runs.summary import environment, write_summary
-from cnnexp.training.optim import build_optimizer, build_schedule
+from cnnexp.training.init_from import initialize_from, resolve_source
+from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
 from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_loss, make_train_step
 
 log = logging.getLogger("cnnexp.train")
@@ -109,18 +113,31 @@ class Trainer:
             )
         self.total_steps = trainer.epochs * self.steps_per_epoch
         log.info(
-            "data %s: %d train, %d val, %d test images of %s, %d classes",
+            "data %s: %d train, %d val, %d test images of %s, %d classes; preprocess %s, augment %s",
             self.data.name, len(self.data.train), len(self.data.val), len(self.data.test),
-            "x".join(map(str, self.data.input_shape)), self.data.num_classes,
+            "x".join(map(str, self.data.input_shape)), self.data.num_classes, cfg.data.preprocess,
+            ", ".join(f"{key}={value}" for key, value in cfg.data.augment.items() if value) or "none",
         )
+        preprocessing = self._preprocessing()
+        self.summary["preprocess"] = preprocessing.kind
 
         model = create_model(
             cfg.model.name, model_options(cfg.model), input_shape=self.data.input_shape,
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
+        output = output_layer(model, self.data.input_shape)
+        if cfg.init_from:
+            self.summary["init_from"] = initialize_from(
+                model, cfg.init_from, output=output, reinit=list(cfg.init_from_reinit), strict=cfg.init_from_strict,
+            ).as_record()
+        groups = param_groups(cfg.optim.get("groups"), leaf_paths(nnx.state(model, nnx.Param)), output)
+        self.summary["param_groups"] = {g.name: {"lr_scale": g.lr_scale, "params": list(g.paths)} for g in groups}
+        if len(groups) > 1 or groups[0].name != REST_GROUP:
+            log.info("optimizer groups: %s", ", ".join(
+                f"{g.name} x{g.lr_scale:g} ({len(g.paths)} tensors)" for g in groups))
         self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.total_steps, self.steps_per_epoch)
-        tx = build_optimizer(cfg.optim, self.schedule)
+        tx = build_optimizer(cfg.optim, self.schedule, groups)
         model.train()
         train_graphdef, self.state = init_state(model, tx)
         model.eval()
@@ -138,7 +155,7 @@ class Trainer:
                                 best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
 
-        mean, std = jnp.asarray(self.data.mean), jnp.asarray(self.data.std)
+        self.preprocessing = jax.device_put(preprocessing)
         self.train_images = jax.device_put(self.data.train.images)
         self.train_labels = jax.device_put(self.data.train.labels)
         self.eval_splits = {"val": self._to_device(self.data.val), "test": self._to_device(self.data.test)}
@@ -148,26 +165,45 @@ class Trainer:
         order = jax.jit(epoch_order, static_argnums=2)
         self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
         train_step = make_train_step(
-            train_graphdef, tx, batch_size=self.batch_size, mean=mean, std=std,
-            loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
+            train_graphdef, tx, batch_size=self.batch_size, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
+            augment=make_augment(cfg.data.augment, self.data.input_shape), seed=cfg.seed,
         )
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
         self.train_step = (
             jax.jit(train_step, donate_argnums=0)
-            .lower(self.state, self.train_images, self.train_labels, example_order, np.int32(0))
+            .lower(self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
             .compile()
         )
-        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size, mean=mean, std=std,
+        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size,
                                            loss=make_loss(cfg.loss.name)))
         self.eval_steps = {
             name: eval_step.lower(
                 jnp.zeros(3), self.state.params, self.state.model_state, split.images, split.labels,
-                np.int32(0), np.int32(0),
+                self.preprocessing, np.int32(0), np.int32(0),
             ).compile()
             for name, split in self.eval_splits.items()
         }
         self.summary["compile_time_s"] = time.perf_counter() - compile_start
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
+
+    def _preprocessing(self) -> Preprocessing:
+        """The run's input transform. Resuming: the one stored in the run folder, so training goes on
+        with bit for bit the inputs its checkpoints saw. Fine-tuning (`init_from`): the source run's,
+        so the reused layers see inputs like those they learned from. Otherwise the one fitted on
+        this run's training split. Stored for resume, evaluate and visualize."""
+        cfg = self.cfg
+        if cfg.resume and (stored := load_preprocessing(self.run_dir)) is not None:
+            return _same_kind(stored, cfg.data.preprocess, f"{self.run_dir} was trained with")
+        chosen = self.data.preprocessing
+        if cfg.init_from:
+            source_dir, _ = resolve_source(cfg.init_from)
+            source = load_preprocessing(source_dir)
+            if source is None:
+                log.warning("%s stores no preprocessing (an older run): fitting this run's own", source_dir)
+            else:
+                chosen = _same_kind(source, cfg.data.preprocess, f"init_from={cfg.init_from} was trained with")
+        save_preprocessing(self.run_dir, chosen)
+        return chosen
 
     def _to_device(self, split: Split) -> _DeviceSplit:
         padded = split.padded(self.eval_batch_size)
@@ -182,7 +218,7 @@ class Trainer:
         sums = jnp.zeros(3)
         for start in range(0, split.images.shape[0], self.eval_batch_size):
             sums = step(sums, self.state.params, self.state.model_state, split.images, split.labels,
-                        np.int32(split.count), np.int32(start))
+                        self.preprocessing, np.int32(split.count), np.int32(start))
         loss_sum, correct, count = jax.device_get(sums)
         return float(loss_sum / count), float(correct / count)
 
@@ -232,7 +268,8 @@ class Trainer:
                     window = np.asarray(window if window is not None else [0.0, 0.0, 0.0])
                     window_time = time.perf_counter()
                     for batch in range(first_batch, self.steps_per_epoch):
-                        self.state = self.train_step(self.state, self.train_images, self.train_labels, order, np.int32(batch))
+                        self.state = self.train_step(self.state, self.train_images, self.train_labels,
+                                                     self.preprocessing, order, np.int32(batch))
                         step = epoch * self.steps_per_epoch + batch + 1
                         progress.update(progress.task_ids[0], advance=1)
                         if (batch + 1) % trainer.log_every_steps == 0 and batch + 1 < self.steps_per_epoch:
@@ -304,6 +341,14 @@ class Trainer:
             100 * val_accuracy, train_time, images / train_time,
         )
         return train_time
+
+
+def _same_kind(stored: Preprocessing, configured: str, whose: str) -> Preprocessing:
+    """`stored` if it is the configured kind of preprocessing, else a UserError."""
+    if stored.kind != configured:
+        raise UserError(f"{whose} data.preprocess={stored.kind}; this run is configured with "
+                        f"data.preprocess={configured} (set it to {stored.kind})")
+    return stored
 
 
 def train(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict[str, Any]:

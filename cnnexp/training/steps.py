@@ -3,7 +3,8 @@
 The state is a plain pytree (`TrainState`), so one jit holds the whole step (forward, loss,
 gradients, Optax update, metrics), the step can donate its input buffers, and Orbax saves and
 restores the state as it is. The whole dataset sits on the device as uint8; each step gathers
-its batch by index and normalizes it inside the jit, so nothing crosses the host per step.
+its batch by index, augments it (training only) and preprocesses it inside the jit, so nothing
+crosses the host per step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import optax
 from flax import nnx
 
 from cnnexp.config import LOSSES
+from cnnexp.data.augment import Augment, augment_key
+from cnnexp.data.preprocess import Preprocessing, apply_preprocessing
 
 # Running sums over the current epoch: [loss * examples, correct, examples].
 SUMS_SIZE = 3
@@ -47,9 +50,9 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx
     return graphdef, state
 
 
-def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-    """uint8 NHWC pixels to standardized float32, with the training split's statistics."""
-    return (images.astype(jnp.float32) / 255.0 - mean) / std
+def to_pixels(images: jax.Array) -> jax.Array:
+    """uint8 NHWC images to float32 pixels in [0, 1], where augmentation and preprocessing start."""
+    return images.astype(jnp.float32) / 255.0
 
 
 def metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weights: jax.Array) -> jax.Array:
@@ -82,15 +85,19 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     batch_size: int,
-    mean: jax.Array,
-    std: jax.Array,
     loss: LossFn,
+    augment: Augment | None = None,
+    seed: int = 0,
 ):
-    """`step(state, images, labels, order, batch_index) -> state` for one batch of `order`."""
+    """`step(state, images, labels, preprocessing, order, batch_index) -> state` for one batch of
+    `order`, augmented by `augment` (if any) with draws from (`seed`, state.step)."""
 
-    def step(state: TrainState, images, labels, order, batch_index) -> TrainState:
+    def step(state: TrainState, images, labels, preprocessing: Preprocessing, order, batch_index) -> TrainState:
         indices = jax.lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
-        x = normalize(images[indices], mean, std)
+        pixels = to_pixels(images[indices])
+        if augment is not None:
+            pixels = augment(augment_key(seed, state.step), pixels)
+        x = apply_preprocessing(preprocessing, pixels)
         y = labels[indices]
 
         def mean_loss(params):
@@ -125,14 +132,15 @@ def make_train_step(
     return step
 
 
-def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, mean: jax.Array, std: jax.Array, loss: LossFn):
-    """`step(sums, params, model_state, images, labels, count, start) -> sums` over one batch.
+def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn):
+    """`step(sums, params, model_state, images, labels, preprocessing, count, start) -> sums` over
+    one batch, never augmented.
 
     `images` are padded to a whole number of batches; examples at or past `count` are masked.
     """
 
-    def step(sums, params, model_state, images, labels, count, start):
-        x = normalize(jax.lax.dynamic_slice_in_dim(images, start, batch_size), mean, std)
+    def step(sums, params, model_state, images, labels, preprocessing: Preprocessing, count, start):
+        x = apply_preprocessing(preprocessing, to_pixels(jax.lax.dynamic_slice_in_dim(images, start, batch_size)))
         y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
         logits = nnx.merge(eval_graphdef, params, model_state)(x)
         weights = ((start + jnp.arange(batch_size)) < count).astype(jnp.float32)

@@ -1,0 +1,188 @@
+"""Fine-tuning (source text 002): `init_from`, `optim.groups`, `data.classes` and
+`data.train_fraction`, and the finetune presets, on the bundled digits."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
+from flax import nnx
+from omegaconf import OmegaConf
+
+from cnnexp.data import load_dataset
+from cnnexp.data.digits import load_digits_splits
+from cnnexp.data.preprocess import load_preprocessing
+from cnnexp.data.subsets import label_fraction
+from cnnexp.errors import UserError
+from cnnexp.models import create_model
+from cnnexp.models.param_paths import leaf_paths, output_layer
+from cnnexp.runs.checkpoints import read_weights
+from cnnexp.training.init_from import initialize_from
+from cnnexp.training.optim import ParamGroup, build_optimizer, param_groups
+
+DIGITS = (8, 8, 1)
+FIRST_FIVE = "data.classes=[0,1,2,3,4]"
+LAST_FIVE = "data.classes=[5,6,7,8,9]"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, shared_env) -> Path:
+    """LeNet trained on digits 0-4 (two tiny epochs)."""
+    return train_tiny_run(tmp_path_factory.mktemp("pretrain"), shared_env, FIRST_FIVE)
+
+
+def lenet(classes: int, seed: int = 1, **options) -> nnx.Module:
+    return create_model("lenet", options, input_shape=DIGITS, num_classes=classes, rngs=nnx.Rngs(seed))
+
+
+def flat_weights(model: nnx.Module) -> dict[str, np.ndarray]:
+    state = nnx.state(model, nnx.Param)
+    return dict(zip(leaf_paths(state), map(np.asarray, jax.tree.leaves(state)), strict=True))
+
+
+def test_init_from_loads_exactly_the_parameters_whose_path_and_shape_match(pretrained):
+    source, _ = read_weights(pretrained, "best")
+    model = lenet(classes=3)  # a new head: 3 classes instead of 5
+    fresh = flat_weights(model)
+    report = initialize_from(model, str(pretrained), output="head", reinit=[], strict=True)
+    loaded = flat_weights(model)
+    assert set(report.reinitialized) == {"head.kernel", "head.bias"}
+    assert sorted(report.loaded) == sorted(set(fresh) - {"head.kernel", "head.bias"})
+    for path in report.loaded:
+        np.testing.assert_array_equal(loaded[path], source[path])
+    for path in report.reinitialized:
+        np.testing.assert_array_equal(loaded[path], fresh[path])
+
+
+def test_init_from_reinit_keeps_a_fitting_output_layer_fresh(pretrained):
+    model = lenet(classes=5)
+    fresh = flat_weights(model)
+    report = initialize_from(model, f"{pretrained}/checkpoints/last", output="head", reinit=["@output"], strict=True)
+    assert report.checkpoint == "last" and report.reinitialized == {
+        "head.kernel": "init_from_reinit", "head.bias": "init_from_reinit"}
+    np.testing.assert_array_equal(flat_weights(model)["head.kernel"], fresh["head.kernel"])
+
+
+def test_a_body_that_does_not_fit_is_an_error_unless_not_strict(pretrained):
+    maxout = lenet(classes=5, activation="maxout")  # twice the channels in every layer but the head
+    with pytest.raises(UserError, match="conv1.kernel: source shape"):
+        initialize_from(maxout, str(pretrained), output="head", reinit=[], strict=True)
+    report = initialize_from(maxout, str(pretrained), output="head", reinit=[], strict=False)
+    assert "conv1.kernel" in report.reinitialized and "head.bias" in report.loaded
+
+
+def test_a_source_of_another_architecture_loads_nothing_and_is_an_error(pretrained):
+    other = create_model("simple_cnn", {}, input_shape=DIGITS, num_classes=5, rngs=nnx.Rngs(0))
+    with pytest.raises(UserError, match="nothing fits"):
+        initialize_from(other, str(pretrained), output="classifier.out", reinit=[], strict=True)
+    report = initialize_from(other, str(pretrained), output="classifier.out", reinit=[], strict=False)
+    assert report.loaded == [] and "conv1.kernel" in report.skipped
+
+
+def test_the_output_layer_is_found_whatever_the_model_calls_it():
+    assert output_layer(lenet(classes=10), DIGITS) == "head"
+    simple = create_model("simple_cnn", {}, input_shape=DIGITS, num_classes=10, rngs=nnx.Rngs(0))
+    assert output_layer(simple, DIGITS) == "classifier.out"
+
+
+def test_param_groups_take_the_first_matching_group_and_leave_the_rest_at_full_rate():
+    paths = ["conv1.kernel", "conv1.bias", "fc1.kernel", "head.kernel", "head.bias"]
+    groups = param_groups(OmegaConf.create({"head": {"params": "@output", "lr_scale": 10},
+                                            "convs": {"params": ["conv*"], "lr_scale": 0}}), paths, "head")
+    assert groups == [ParamGroup("head", 10.0, ("head.kernel", "head.bias")),
+                      ParamGroup("convs", 0.0, ("conv1.kernel", "conv1.bias")),
+                      ParamGroup("rest", 1.0, ("fc1.kernel",))]
+    with pytest.raises(UserError, match="optim.groups.typo .* matches no parameter"):
+        param_groups(OmegaConf.create({"typo": {"params": "haed.*", "lr_scale": 1}}), paths, "head")
+
+
+def test_group_multipliers_scale_the_update_and_a_frozen_group_keeps_no_state():
+    params = {"body": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2, 3))}}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    optim = OmegaConf.create({"name": "sgd", "lr": 0.1, "weight_decay": 0.0})
+    groups = [ParamGroup("head", 10.0, ("head.kernel",)), ParamGroup("body", 0.1, ("body.kernel",))]
+    tx = build_optimizer(optim, optax.constant_schedule(0.1), groups)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["kernel"], -0.1 * 10 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(updates["body"]["kernel"], -0.1 * 0.1 * 0.5, rtol=1e-6)
+
+    adam = OmegaConf.create({"name": "adam", "lr": 0.1, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0})
+    frozen = build_optimizer(adam, optax.constant_schedule(0.1),
+                             [ParamGroup("head", 1.0, ("head.kernel",)), ParamGroup("body", 0.0, ("body.kernel",))])
+    state = frozen.init(params)
+    updates, _ = frozen.update(grads, state, params)
+    assert not np.any(updates["body"]["kernel"])
+    moments = [leaf.shape for leaf in jax.tree.leaves(state) if getattr(leaf, "ndim", 0) == 2]
+    assert moments == [(2, 3), (2, 3)]  # Adam's two moments for the head only
+
+
+def test_classes_are_selected_and_relabelled_in_the_order_given():
+    cfg = OmegaConf.create({"name": "digits", "val_fraction": 0.1, "classes": [7, "3"], "train_fraction": 1.0,
+                            "preprocess": "standardize", "whitening_epsilon": 0.01})
+    data = load_dataset(cfg, seed=0)
+    train, test, _ = load_digits_splits()
+    assert data.class_names == ("7", "3") and data.num_classes == 2
+    assert len(data.train) + len(data.val) == np.isin(train.labels, [7, 3]).sum()
+    assert len(data.test) == np.isin(test.labels, [7, 3]).sum()
+    sevens = train.images[train.labels == 7]
+    assert any(np.array_equal(image, sevens[0]) for image in data.train.images[data.train.labels == 0]) or \
+        any(np.array_equal(image, sevens[0]) for image in data.val.images[data.val.labels == 0])
+    with pytest.raises(UserError, match="the dataset's classes are 0..9"):
+        load_dataset(OmegaConf.merge(cfg, {"classes": [3, 12]}), seed=0)
+
+
+def test_train_fraction_is_stratified_and_fixed_by_the_seed():
+    train, _, _ = load_digits_splits()
+    part = label_fraction(train, 0.1, seed=0)
+    assert np.array_equal(part.images, label_fraction(train, 0.1, seed=0).images)
+    assert not np.array_equal(part.images, label_fraction(train, 0.1, seed=1).images)
+    counts, full = np.bincount(part.labels), np.bincount(train.labels)
+    np.testing.assert_allclose(counts, np.round(0.1 * full), atol=0)
+
+
+def test_a_frozen_body_is_bit_identical_after_training_and_the_run_records_what_it_did(cnnexp, tmp_path, pretrained):
+    result = cnnexp("train", *TINY, LAST_FIVE, f"init_from={pretrained}", "init_from_reinit=[@output]",
+                    "optim.groups={body:{params:[conv*,fc*],lr_scale:0}}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "outputs")
+    summary = read_summary(run)
+    assert summary["init_from"]["reinitialized"] == {"head.kernel": "init_from_reinit", "head.bias": "init_from_reinit"}
+    assert summary["param_groups"]["body"]["lr_scale"] == 0.0
+    assert summary["param_groups"]["rest"]["params"] == ["head.bias", "head.kernel"]
+    source, _ = read_weights(pretrained, "best")
+    trained, _ = read_weights(run, "last")
+    for path in summary["param_groups"]["body"]["params"]:
+        np.testing.assert_array_equal(trained[path], source[path])
+    assert not np.array_equal(trained["head.kernel"], source["head.kernel"])
+    # The inputs are transformed as the source run's were, not refitted on digits 5-9.
+    np.testing.assert_array_equal(load_preprocessing(run).mean, load_preprocessing(pretrained).mean)
+    assert "2 re-initialized" in result.stdout and "re-initialized head.kernel (init_from_reinit)" in result.stdout
+
+
+def test_init_from_a_folder_that_is_no_run_is_a_one_line_error(cnnexp, tmp_path):
+    assert_one_line_error(cnnexp("train", *TINY, f"init_from={tmp_path}"), "not a run folder")
+
+
+def test_init_from_a_run_with_other_preprocessing_is_a_one_line_error(cnnexp, pretrained):
+    result = cnnexp("train", *TINY, f"init_from={pretrained}", "data.preprocess=center")
+    assert_one_line_error(result, "was trained with data.preprocess=standardize")
+
+
+def test_finetune_presets_run_end_to_end(cnnexp, tmp_path):
+    """The presets of `make reproduce-finetune`, each for one tiny epoch on digits."""
+    tiny = [*TINY, "trainer.epochs=1", "trainer.batch_size=32", "data.train_fraction=0.5"]
+    first = cnnexp("train", "-m", "experiment=finetune_pretrain,finetune_scratch", *tiny,
+                   f"hydra.sweep.dir={tmp_path / 'first'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert_one_line_error(cnnexp("train", "experiment=finetune_tune", *tiny), "add init_from=<run folder>")
+    second = cnnexp("train", "-m", "experiment=finetune_tune,finetune_frozen", *tiny,
+                    f"init_from={tmp_path / 'first' / '0'}", f"hydra.sweep.dir={tmp_path / 'second'}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    pretrain, scratch, tune, frozen = (read_summary(run) for run in run_dirs(tmp_path))
+    assert [s["status"] for s in (pretrain, scratch, tune, frozen)] == ["completed"] * 4
+    assert "init_from" not in scratch and list(scratch["param_groups"]) == ["rest"]
+    assert tune["init_from"]["source"] == str(tmp_path / "first" / "0")
+    assert tune["param_groups"]["body"]["lr_scale"] == 0.1 and frozen["param_groups"]["body"]["lr_scale"] == 0.0
