@@ -81,7 +81,7 @@ reproduce-activations: setup  ## LeNet (CPU preset) with relu, leaky_relu, maxou
 INVARIANCE_DIR := outputs/reproduce/invariance/$(NOW)
 # A coarser grid than `cnnexp evaluate`'s default, so 30 runs evaluate in minutes, not an hour.
 INVARIANCE_GRID := 'translations=[0,2,4,6]' 'rotations=[0,15,30,45]' 'scales=[0.6,0.8,1.0,1.2,1.4]'
-reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU presets) x augment none/strong, 3 seeds, + invariance curves (~1.5 h on 2 cores); docs/results.md
+reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU presets) x augment none/strong, 3 seeds, + invariance curves (~1 h on 2 cores); docs/results.md
 	$(call reproduce,experiment=$(call presets,$(INVARIANCE_MODELS),_cpu) data/augment=none$(comma)strong,$(INVARIANCE_DIR),invariance,reproduce-invariance,$(BIN)/cnnexp evaluate invariance=true run=$(INVARIANCE_DIR) $(INVARIANCE_GRID))
 
 # Pretrain LeNet on classes 0-4 (one run per seed), then learn classes 5-9 from 1% and 10% of
@@ -97,7 +97,7 @@ reproduce-finetune: setup  ## LeNet pretrained on classes 0-4; 5-9 with 1%/10% l
 	$(BIN)/cnnexp train -m experiment=finetune_tune,finetune_frozen data.train_fraction=0.01,0.1 seed=$(SEEDS) \
 		'init_from=$(FINETUNE_DIR)/pretrain/seed_$${seed}' hydra.sweep.dir=$(FINETUNE_DIR)/tuned $(ARGS) || status=1; \
 	$(BIN)/python -m cnnexp.analysis.publish $(FINETUNE_DIR) --doc docs/results.md --section finetune \
-		--command "make reproduce-finetune" && exit $$status
+		--command "make reproduce-finetune" --by experiment data.train_fraction && exit $$status
 
 # The figures of `cnnexp visualize` shown in the README.
 VISUALIZE_DIR := outputs/reproduce/visualize/$(NOW)

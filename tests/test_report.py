@@ -114,6 +114,17 @@ def test_baseline_column_names_its_entry(sweep):
     assert rows[1][column].startswith("93.5 (VGG16")
 
 
+def test_runs_on_a_class_subset_or_a_share_of_the_labels_get_no_baseline(tmp_path):
+    for number, data in enumerate([{"classes": [5, 6, 7, 8, 9], "train_fraction": 1.0},
+                                   {"classes": None, "train_fraction": 0.01}]):
+        make_run(tmp_path / str(number), {"seed": number}, {**config("lenet", number), "data": data},
+                 completed("lenet", number, 0.9))
+    groups = build_report(tmp_path).groups
+    assert sorted(run.config["data.classes"] for group in groups for run in group.runs) == ["[5, 6, 7, 8, 9]", "null"]
+    assert [group.baseline() for group in groups] == [None, None]
+    assert not build_report(tmp_path, with_baseline=True).with_baseline  # no column of dashes
+
+
 def test_plots_skip_groups_without_completed_runs(sweep):
     written = write_report(build_report(sweep))
     assert {path.name for path in written.values() if path.suffix == ".png"} == {

@@ -91,6 +91,9 @@ def test_publish_writes_its_section_and_keeps_the_others(grid, tmp_path, monkeyp
     assert "| lenet |" in text and "87.6 (nearest: 2 Conv Layers" not in text  # digits: no published baseline
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (doc.parent / link).is_file()
+    regrouped = ["--section", "zoo-cpu", "--command", "make reproduce-zoo", "--by", "seed"]
+    assert publish([str(grid), "--doc", str(doc), *regrouped]) == 0
+    assert "| seed | n |" in doc.read_text()
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],

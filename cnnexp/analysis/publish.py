@@ -100,9 +100,8 @@ def section_text(report: Report, title: str, command: str, plots: dict[str, Path
         "",
         markdown_table(headings, rows),
         "",
-        f"Published test accuracies: {BASELINE_SOURCE}. They come from longer training, most of them "
-        "with augmentation.",
-        "",
+        *([f"Published test accuracies: {BASELINE_SOURCE}. They come from longer training, most of them "
+           "with augmentation.", ""] if report.with_baseline else []),
         *figures,
         end,
     ]
@@ -129,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", required=True, help="the section's id, e.g. zoo-cpu")
     parser.add_argument("--title", help="the section's heading (default: from the id)")
     parser.add_argument("--command", required=True, help="the command that made the sweep")
+    parser.add_argument("--by", nargs="+", metavar="KEY", help="group by these keys (default: as cnnexp report)")
     options = parser.parse_args(argv)
     try:
-        report = build_report(options.sweep, with_baseline=True)
+        report = build_report(options.sweep, by=options.by, with_baseline=True)
     except UserError as error:
         print(f"cnnexp: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -100,7 +100,11 @@ class Group:
         return Stat.of([curve[point.value] for curve in curves if point.value in curve])
 
     def baseline(self) -> Baseline | None:
-        """The published figure, when every run of the group is the same model on the same data."""
+        """The published figure, when every run of the group is the same model on the whole of the
+        same dataset (a class subset or a share of the labels is another task)."""
+        if any(run.config.get("data.classes", "null") != "null" or float(run.config.get("data.train_fraction", 1)) < 1
+               for run in self.runs):
+            return None
         pairs = {(run.summary.get("dataset"), run.summary.get("model")) for run in self.runs}
         return baseline_for(*pairs.pop()) if len(pairs) == 1 else None
 
@@ -130,6 +134,8 @@ def build_report(root: Path, by: list[str] | None = None, with_baseline: bool = 
     for run in runs:
         label = {key: _lookup(run, key) for key in columns}
         groups.setdefault(tuple(label.values()), Group(label, [])).runs.append(run)
+    # No baseline column where no group has a published figure (class subsets, other datasets).
+    with_baseline = with_baseline and any(group.baseline() for group in groups.values())
     return Report(root, runs, columns, list(groups.values()), with_baseline, _invariance_points(runs))
 
 
