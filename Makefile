@@ -88,13 +88,13 @@ reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU p
 # their labels: from scratch, fine-tuned from the same seed's pretrained run, and with its body
 # frozen. A failed sweep does not stop the next; the target fails at the end.
 FINETUNE_DIR := outputs/reproduce/finetune/$(NOW)
-reproduce-finetune: setup  ## LeNet pretrained on classes 0-4; 5-9 with 1%/10% labels: scratch vs fine-tuned vs frozen body, 3 seeds (~12 min on 2 cores); docs/results.md
+reproduce-finetune: setup  ## LeNet pretrained on classes 0-4; 5-9 with 1%/10% labels: scratch vs fine-tuned (body x1, x0.1, frozen), 3 seeds (~6 min on 2 cores); docs/results.md
 	$(BIN)/cnnexp train -m experiment=finetune_pretrain seed=$(SEEDS) hydra.sweep.dir=$(FINETUNE_DIR)/pretrain \
 		'hydra.sweep.subdir=seed_$${seed}' $(ARGS); \
 	status=$$?; \
 	$(BIN)/cnnexp train -m experiment=finetune_scratch data.train_fraction=0.01,0.1 seed=$(SEEDS) \
 		hydra.sweep.dir=$(FINETUNE_DIR)/scratch $(ARGS) || status=1; \
-	$(BIN)/cnnexp train -m experiment=finetune_tune,finetune_frozen data.train_fraction=0.01,0.1 seed=$(SEEDS) \
+	$(BIN)/cnnexp train -m experiment=finetune_tune,finetune_slow_body,finetune_frozen data.train_fraction=0.01,0.1 seed=$(SEEDS) \
 		'init_from=$(FINETUNE_DIR)/pretrain/seed_$${seed}' hydra.sweep.dir=$(FINETUNE_DIR)/tuned $(ARGS) || status=1; \
 	$(BIN)/python -m cnnexp.analysis.publish $(FINETUNE_DIR) --doc docs/results.md --section finetune \
 		--command "make reproduce-finetune" --by experiment data.train_fraction && exit $$status

@@ -178,11 +178,12 @@ def test_finetune_presets_run_end_to_end(cnnexp, tmp_path):
                    f"hydra.sweep.dir={tmp_path / 'first'}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert_one_line_error(cnnexp("train", "experiment=finetune_tune", *tiny), "add init_from=<run folder>")
-    second = cnnexp("train", "-m", "experiment=finetune_tune,finetune_frozen", *tiny,
+    second = cnnexp("train", "-m", "experiment=finetune_tune,finetune_slow_body,finetune_frozen", *tiny,
                     f"init_from={tmp_path / 'first' / '0'}", f"hydra.sweep.dir={tmp_path / 'second'}")
     assert second.returncode == 0, second.stderr[-3000:]
-    pretrain, scratch, tune, frozen = (read_summary(run) for run in run_dirs(tmp_path))
-    assert [s["status"] for s in (pretrain, scratch, tune, frozen)] == ["completed"] * 4
+    pretrain, scratch, *tuned = (read_summary(run) for run in run_dirs(tmp_path))
+    assert [s["status"] for s in (pretrain, scratch, *tuned)] == ["completed"] * 5
     assert "init_from" not in scratch and list(scratch["param_groups"]) == ["rest"]
-    assert tune["init_from"]["source"] == str(tmp_path / "first" / "0")
-    assert tune["param_groups"]["body"]["lr_scale"] == 0.1 and frozen["param_groups"]["body"]["lr_scale"] == 0.0
+    assert {s["init_from"]["source"] for s in tuned} == {str(tmp_path / "first" / "0")}
+    assert [s["param_groups"]["head"]["lr_scale"] for s in tuned] == [10.0] * 3
+    assert [s["param_groups"]["body"]["lr_scale"] for s in tuned] == [1.0, 0.1, 0.0]

@@ -27,7 +27,8 @@ def test_every_full_preset_has_a_cpu_form():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_and_its_model_builds_for_fashion_mnist(preset):
     register_hydra_extensions()
-    needs_a_run = ["init_from=outputs/runs/pretrained"] if preset in ("finetune_tune", "finetune_frozen") else []
+    needs_a_run = ["init_from=outputs/runs/pretrained"] if preset in (
+        "finetune_tune", "finetune_slow_body", "finetune_frozen") else []
     cfg = compose_config("train", [f"experiment={preset}", *needs_a_run], validate_config)
     records = layer_records(cfg.model.name, model_options(cfg.model), FASHION_MNIST)
     assert records[-1].output_shape == (1, 10)
