@@ -81,7 +81,7 @@ reproduce-activations: setup  ## LeNet (CPU preset) with relu, leaky_relu, maxou
 INVARIANCE_DIR := outputs/reproduce/invariance/$(NOW)
 # A coarser grid than `cnnexp evaluate`'s default, so 30 runs evaluate in minutes, not an hour.
 INVARIANCE_GRID := 'translations=[0,2,4,6]' 'rotations=[0,15,30,45]' 'scales=[0.6,0.8,1.0,1.2,1.4]'
-reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU presets) x augment none/strong, 3 seeds, + invariance curves (~1 h on 2 cores); docs/results.md
+reproduce-invariance: setup  ## lenet, simple_cnn, mlp, resnet, inception (CPU presets) x augment none/strong, 3 seeds, + invariance curves (~50 min on 2 cores); docs/results.md
 	$(call reproduce,experiment=$(call presets,$(INVARIANCE_MODELS),_cpu) data/augment=none$(comma)strong,$(INVARIANCE_DIR),invariance,reproduce-invariance,$(BIN)/cnnexp evaluate invariance=true run=$(INVARIANCE_DIR) $(INVARIANCE_GRID))
 
 # Pretrain LeNet on classes 0-4 (one run per seed), then learn classes 5-9 from 1% and 10% of

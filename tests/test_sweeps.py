@@ -87,7 +87,7 @@ def test_publish_writes_its_section_and_keeps_the_others(grid, tmp_path, monkeyp
         assert publish([str(grid), "--doc", str(doc), "--section", "zoo-cpu", "--command", "make reproduce-zoo"]) == 0
     text = doc.read_text()
     assert text.count("<!-- zoo-cpu: begin") == 1 and "kept" in text
-    assert "`make reproduce-zoo`" in text and "Commit:" in text and "Hardware:" in text
+    assert "`make reproduce-zoo`" in text and "Commit:" in text and "Hardware:" in text and "seeds 0, 1;" in text
     assert "| lenet |" in text and "87.6 (nearest: 2 Conv Layers" not in text  # digits: no published baseline
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (doc.parent / link).is_file()

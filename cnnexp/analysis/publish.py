@@ -77,6 +77,7 @@ def section_text(report: Report, title: str, command: str, plots: dict[str, Path
     commits = sorted({str(run.summary.get("git_commit")) for run in report.runs if run.summary.get("git_commit")})
     versions = next((run.summary["versions"] for run in report.runs if run.summary.get("versions")), {})
     headings, rows = table_rows(report)
+    seeds = sorted({str(run.summary.get("seed")) for run in report.runs if run.summary.get("seed") is not None}, key=int)
     images = doc.parent / "results" / section
     if images.exists():
         shutil.rmtree(images)
@@ -96,7 +97,8 @@ def section_text(report: Report, title: str, command: str, plots: dict[str, Path
         f"- Commit: {', '.join(commits) or 'unknown'}",
         f"- Hardware: {_hardware(report)}",
         "- Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
-        f"- Runs: {len(report.runs)}; each row is the mean ± sample standard deviation over its seeds",
+        f"- Runs: {len(report.runs)}, seeds {', '.join(seeds)}; each row is the mean ± sample standard deviation "
+        "over its seeds",
         "",
         markdown_table(headings, rows),
         "",
@@ -151,7 +153,7 @@ _TITLES = {
     "activations": "Activations (source text 002): LeNet on Fashion-MNIST with relu, leaky_relu, maxout, tanh and "
                    "sigmoid, CPU preset, 3 seeds",
     "invariance": "Invariance to shifts, rotations and scales (source text 001): CNNs and a dense network, "
-                  "with and without augmentation, CPU presets, 3 seeds",
+                  "with and without augmentation, CPU presets",
     "finetune": "Fine-tuning (source text 002): LeNet pretrained on Fashion-MNIST classes 0-4, then classes 5-9 "
                 "with few labels: from scratch, fine-tuned, body frozen",
 }
