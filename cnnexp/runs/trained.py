@@ -16,6 +16,7 @@ from cnnexp.data import ImageDataset, load_dataset
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
+from cnnexp.models.param_paths import dotted_path
 from cnnexp.runs.checkpoints import read_weights
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
@@ -70,7 +71,7 @@ def assign_weights(model: nnx.Module, weights: dict[str, np.ndarray], *, source:
     flat = nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))
     updated, problems = [], []
     for path, variable in flat:
-        key = ".".join(map(str, path))
+        key = dotted_path(path)
         if key not in weights:
             problems.append(f"{key} missing")
         elif weights[key].shape != variable.value.shape:
