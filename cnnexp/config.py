@@ -24,6 +24,7 @@ REST_GROUP = "rest"
 
 # What `loss=` may name (conf/loss/<name>.yaml); cnnexp.training.steps.make_loss builds them.
 LOSSES = ("cross_entropy", "mse")
+PRECISIONS = ("float32", "bf16")  # trainer.precision: the compute dtype of the train and eval steps
 
 # Keys (dotted, each with everything below it) that say where a run lives, how it is shown or
 # what a sweeper reads from it, not what it computes.
@@ -47,6 +48,13 @@ def validate_config(cfg: DictConfig) -> None:
         ("data.train_fraction", cfg.data.get("train_fraction", 1.0), lambda v: is_number(v) and 0 < v <= 1,
          "a number in (0, 1]"),
         ("seed", cfg.seed, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+        ("trainer.precision", cfg.trainer.get("precision", "float32"), lambda v: v in PRECISIONS,
+         f"one of {', '.join(PRECISIONS)}"),
+        ("trainer.ema_decay", cfg.trainer.get("ema_decay"), lambda v: v is None or (is_number(v) and 0 < v < 1),
+         "null (off) or a number strictly between 0 and 1"),
+        ("trainer.tta_flip", cfg.trainer.get("tta_flip", False), lambda v: isinstance(v, bool), "true or false"),
+        ("trainer.devices", cfg.trainer.get("devices", "all"),
+         lambda v: v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), "all or an integer >= 1"),
     ]
     check_values(checks)
     validate_finetuning(cfg)

@@ -177,8 +177,10 @@ class Conv2d(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         window = (self.kernel_size, self.kernel_size)
         pads = _spatial_pads("convolution", x, window, self.stride, self.padding)
+        kernel = self.kernel[...]
         with recording.scope():
-            y = conv2d(x, self.kernel[...], self.stride, pads, self.impl)
+            # The kernel's dtype is the compute dtype: bfloat16 under trainer.precision=bf16.
+            y = conv2d(x.astype(kernel.dtype), kernel, self.stride, pads, self.impl)
             if self.bias is not None:
                 y = y + self.bias[...]
         macs = math.prod(y.shape[1:]) * math.prod(self.kernel.shape[:3])  # per image
@@ -261,8 +263,9 @@ class Dense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
         with recording.scope():
-            y = x @ self.kernel[...]
+            y = x.astype(kernel.dtype) @ kernel  # compute in the kernel's dtype, as Conv2d
             if self.bias is not None:
                 y = y + self.bias[...]
         recording.record(self, "dense", x, y, params=_size(self.kernel, self.bias), macs=math.prod(self.kernel.shape))

@@ -82,8 +82,8 @@ def abstract_like(tree: Any) -> Any:
 
 
 def read_weights(run_dir: Path, which: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The model variables (parameters and batch statistics) of a run's `best` or `last`
-    checkpoint, by dotted path (`stages.0.1.conv.kernel`), and that checkpoint's metadata.
+    """The model variables (parameters, or their moving average when the run kept one, and batch
+    statistics) of a run's `best` or `last` checkpoint, by dotted path (`stages.0.1.conv.kernel`), and that checkpoint's metadata.
 
     Read without a target, so no model or optimizer needs to be rebuilt to look at them and they
     can go into a model of another shape."""
@@ -96,7 +96,9 @@ def read_weights(run_dir: Path, which: str) -> tuple[dict[str, np.ndarray], dict
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     manager.close()
     weights: dict[str, np.ndarray] = {}
-    for part in ("params", "model_state"):
+    # A run that kept a moving average of its weights is evaluated with it.
+    params = "params" if restored.state.get("ema_params") is None else "ema_params"
+    for part in (params, "model_state"):
         for path, value in jax.tree_util.tree_flatten_with_path(restored.state[part])[0]:
             if jnp.issubdtype(value.dtype, jnp.floating):  # not RNG keys and counters
                 weights[dotted_path(path)] = np.asarray(value)

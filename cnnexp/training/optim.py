@@ -19,7 +19,8 @@ def _weights_only(params):
 
 
 def build_schedule(schedule_cfg: DictConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """Learning rate per step: linear warmup over `warmup_epochs`, then constant, cosine or step."""
+    """Learning rate per step: linear warmup over `warmup_epochs`, then constant, cosine, step or
+    onecycle (a straight line down to `final_lr_fraction` of the rate, as the speed records use)."""
     warmup = min(int(round(schedule_cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
     remaining = total_steps - warmup
     name = schedule_cfg.name
@@ -27,11 +28,13 @@ def build_schedule(schedule_cfg: DictConfig, base_lr: float, total_steps: int, s
         after = optax.constant_schedule(base_lr)
     elif name == "cosine":
         after = optax.cosine_decay_schedule(base_lr, remaining, alpha=schedule_cfg.final_lr_fraction)
+    elif name == "onecycle":
+        after = optax.linear_schedule(base_lr, base_lr * schedule_cfg.final_lr_fraction, remaining)
     elif name == "step":
         boundaries = {int(round(m * total_steps)) - warmup: schedule_cfg.gamma for m in schedule_cfg.milestones}
         after = optax.piecewise_constant_schedule(base_lr, {b: g for b, g in boundaries.items() if b > 0})
     else:
-        raise UserError(f"unknown schedule {name!r}; choose constant, cosine or step")
+        raise UserError(f"unknown schedule {name!r}; choose constant, cosine, onecycle or step")
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), after], [warmup])

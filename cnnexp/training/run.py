@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from cnnexp.config import REST_GROUP, model_options, validate_config
 from cnnexp.console import print_summary, training_progress
 from cnnexp.data import Split, load_dataset
 from cnnexp.data.augment import make_augment
-from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
+from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing, save_preprocessing
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.models import count_params, create_model
 from cnnexp.models.param_paths import leaf_paths, output_layer
@@ -34,9 +35,20 @@ from cnnexp.runs.naming import read_summary
 from cnnexp.runs.summary import environment, write_summary
 from cnnexp.training.init_from import initialize_from, resolve_source
 from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
-from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_loss, make_train_step
+from cnnexp.training.parallel import data_parallel
+from cnnexp.training.steps import (
+    epoch_order,
+    evaluated_params,
+    init_state,
+    make_eval_step,
+    make_loss,
+    make_train_step,
+    to_pixels,
+)
 
 log = logging.getLogger("cnnexp.train")
+# Training images that data-dependent layers (`model.fit_to_data`) are fitted on.
+DATA_FIT_SAMPLE = 5000
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,10 @@ class Trainer:
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
+        if hasattr(model, "fit_to_data") and not cfg.resume and not cfg.init_from:
+            # Data-dependent layers (speednet's patch whitening) start from the training images.
+            sample = self.data.train.images[:DATA_FIT_SAMPLE]
+            model.fit_to_data(np.asarray(apply_preprocessing(preprocessing, to_pixels(jnp.asarray(sample)))))
         output = output_layer(model, self.data.input_shape)
         if cfg.init_from:
             self.summary["init_from"] = initialize_from(
@@ -139,7 +155,7 @@ class Trainer:
         self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.total_steps, self.steps_per_epoch)
         tx = build_optimizer(cfg.optim, self.schedule, groups)
         model.train()
-        train_graphdef, self.state = init_state(model, tx)
+        train_graphdef, self.state = init_state(model, tx, ema=trainer.ema_decay is not None)
         model.eval()
         eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
 
@@ -155,11 +171,18 @@ class Trainer:
                                 best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
 
-        self.preprocessing = jax.device_put(preprocessing)
-        self.train_images = jax.device_put(self.data.train.images)
-        self.train_labels = jax.device_put(self.data.train.labels)
-        self.eval_splits = {"val": self._to_device(self.data.val), "test": self._to_device(self.data.test)}
+        self.parallel = data_parallel(trainer.devices, {"trainer.batch_size": self.batch_size,
+                                                        "trainer.eval_batch_size": self.eval_batch_size})
+        place = jax.device_put if self.parallel is None else self.parallel.replicate
+        if self.parallel is not None:
+            log.info("data parallel over %d devices", self.parallel.device_count)
+        self.state = place(self.state)
+        self.preprocessing = place(preprocessing)
+        self.train_images = place(self.data.train.images)
+        self.train_labels = place(self.data.train.labels)
+        self.eval_splits = {"val": self._to_device(self.data.val, place), "test": self._to_device(self.data.test, place)}
         self.shuffle_key = jax.random.key(cfg.seed)
+        batch_sharding = None if self.parallel is None else self.parallel.batch
 
         compile_start = time.perf_counter()
         order = jax.jit(epoch_order, static_argnums=2)
@@ -167,6 +190,7 @@ class Trainer:
         train_step = make_train_step(
             train_graphdef, tx, batch_size=self.batch_size, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
             augment=make_augment(cfg.data.augment, self.data.input_shape), seed=cfg.seed,
+            precision=trainer.precision, ema_decay=trainer.ema_decay, batch_sharding=batch_sharding,
         )
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
         self.train_step = (
@@ -174,11 +198,13 @@ class Trainer:
             .lower(self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
             .compile()
         )
-        eval_step = jax.jit(make_eval_step(eval_graphdef, batch_size=self.eval_batch_size,
-                                           loss=make_loss(cfg.loss.name)))
+        eval_step = jax.jit(make_eval_step(
+            eval_graphdef, batch_size=self.eval_batch_size, loss=make_loss(cfg.loss.name),
+            precision=trainer.precision, tta_flip=trainer.tta_flip, batch_sharding=batch_sharding,
+        ))
         self.eval_steps = {
             name: eval_step.lower(
-                jnp.zeros(3), self.state.params, self.state.model_state, split.images, split.labels,
+                jnp.zeros(3), evaluated_params(self.state), self.state.model_state, split.images, split.labels,
                 self.preprocessing, np.int32(0), np.int32(0),
             ).compile()
             for name, split in self.eval_splits.items()
@@ -205,9 +231,9 @@ class Trainer:
         save_preprocessing(self.run_dir, chosen)
         return chosen
 
-    def _to_device(self, split: Split) -> _DeviceSplit:
+    def _to_device(self, split: Split, place: Callable[[Any], Any]) -> _DeviceSplit:
         padded = split.padded(self.eval_batch_size)
-        return _DeviceSplit(jax.device_put(padded.images), jax.device_put(padded.labels), len(split))
+        return _DeviceSplit(place(padded.images), place(padded.labels), len(split))
 
     def _elapsed(self) -> float:
         return self.meta["elapsed_s"] + time.perf_counter() - self.clock_start
@@ -217,7 +243,7 @@ class Trainer:
         split, step = self.eval_splits[split_name], self.eval_steps[split_name]
         sums = jnp.zeros(3)
         for start in range(0, split.images.shape[0], self.eval_batch_size):
-            sums = step(sums, self.state.params, self.state.model_state, split.images, split.labels,
+            sums = step(sums, evaluated_params(self.state), self.state.model_state, split.images, split.labels,
                         self.preprocessing, np.int32(split.count), np.int32(start))
         loss_sum, correct, count = jax.device_get(sums)
         return float(loss_sum / count), float(correct / count)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from cnnexp.config import LOSSES
+from cnnexp.config import LOSSES, PRECISIONS
 from cnnexp.data.augment import Augment, augment_key
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing
 
@@ -34,10 +34,30 @@ class TrainState(NamedTuple):
     # The first step whose loss was not finite (-1: none). From then on updates are skipped,
     # so the state stays the last good one.
     nonfinite_step: jax.Array
+    # The exponential moving average of the parameters (trainer.ema_decay; None: off), which
+    # evaluation and checkpoints' readers use in place of `params`.
+    ema_params: Any = None
 
 
-def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-    """Split `model` into its static graph and a fresh training state."""
+# trainer.precision -> the dtype of the forward and backward passes; parameters, optimizer state,
+# batch statistics and the loss stay float32 (bfloat16 has float32's range: no loss scaling).
+COMPUTE_DTYPES = dict(zip(PRECISIONS, (jnp.float32, jnp.bfloat16), strict=True))
+
+
+def cast_floats(tree: Any, dtype: Any) -> Any:
+    """`tree` with every floating-point leaf cast to `dtype` (integer leaves, RNG keys as they are)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def evaluated_params(state: TrainState) -> Any:
+    """The parameters evaluation uses: the moving average when one is kept."""
+    return state.params if state.ema_params is None else state.ema_params
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation, *,
+               ema: bool = False) -> tuple[nnx.GraphDef, TrainState]:
+    """Split `model` into its static graph and a fresh training state (with a moving average of
+    the parameters if `ema`)."""
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
     state = TrainState(
         params=params,
@@ -46,6 +66,7 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx
         step=jnp.zeros((), jnp.int32),
         epoch_sums=jnp.zeros((SUMS_SIZE,), jnp.float32),
         nonfinite_step=jnp.full((), -1, jnp.int32),
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,
     )
     return graphdef, state
 
@@ -88,12 +109,20 @@ def make_train_step(
     loss: LossFn,
     augment: Augment | None = None,
     seed: int = 0,
+    precision: str = "float32",
+    ema_decay: float | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ):
     """`step(state, images, labels, preprocessing, order, batch_index) -> state` for one batch of
-    `order`, augmented by `augment` (if any) with draws from (`seed`, state.step)."""
+    `order`, augmented by `augment` (if any) with draws from (`seed`, state.step), computed in
+    `precision`. With `batch_sharding` the batch is split across devices (data parallel: the
+    compiler inserts the gradient all-reduce); the images themselves stay replicated."""
+    compute_dtype = COMPUTE_DTYPES[precision]
 
     def step(state: TrainState, images, labels, preprocessing: Preprocessing, order, batch_index) -> TrainState:
         indices = jax.lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
+        if batch_sharding is not None:
+            indices = jax.lax.with_sharding_constraint(indices, batch_sharding)
         pixels = to_pixels(images[indices])
         if augment is not None:
             pixels = augment(augment_key(seed, state.step), pixels)
@@ -102,10 +131,12 @@ def make_train_step(
 
         def mean_loss(params):
             # copy=True: fresh Variables owned by this trace, so batch norm may update them here.
-            model = nnx.merge(train_graphdef, params, state.model_state, copy=True)
-            logits = model(x)
+            model = nnx.merge(train_graphdef, cast_floats(params, compute_dtype), state.model_state, copy=True)
+            logits = model(x.astype(compute_dtype)).astype(jnp.float32)
             losses = loss(logits, y)
             _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+            # Batch statistics keep their float32 dtype whatever precision computed them.
+            new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_model_state, state.model_state)
             return losses.mean(), (logits, losses, new_model_state)
 
         (batch_loss, (logits, losses, new_model_state)), grads = jax.value_and_grad(mean_loss, has_aux=True)(
@@ -113,6 +144,7 @@ def make_train_step(
         )
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
+        new_ema = None if ema_decay is None else optax.incremental_update(new_params, state.ema_params, 1 - ema_decay)
 
         finite = jnp.isfinite(batch_loss) & (state.nonfinite_step < 0)
         keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -127,22 +159,32 @@ def make_train_step(
             nonfinite_step=jnp.where(
                 jnp.isfinite(batch_loss) | (state.nonfinite_step >= 0), state.nonfinite_step, state.step + 1
             ),
+            ema_params=None if new_ema is None else keep_if_finite(new_ema, state.ema_params),
         )
 
     return step
 
 
-def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn):
+def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn, precision: str = "float32",
+                   tta_flip: bool = False, batch_sharding: jax.sharding.Sharding | None = None):
     """`step(sums, params, model_state, images, labels, preprocessing, count, start) -> sums` over
-    one batch, never augmented.
+    one batch, never augmented; with `tta_flip` the logits are the mean over each image and its
+    mirror image (test-time augmentation).
 
     `images` are padded to a whole number of batches; examples at or past `count` are masked.
     """
+    compute_dtype = COMPUTE_DTYPES[precision]
 
     def step(sums, params, model_state, images, labels, preprocessing: Preprocessing, count, start):
-        x = apply_preprocessing(preprocessing, to_pixels(jax.lax.dynamic_slice_in_dim(images, start, batch_size)))
+        batch = jax.lax.dynamic_slice_in_dim(images, start, batch_size)
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        x = apply_preprocessing(preprocessing, to_pixels(batch)).astype(compute_dtype)
         y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
-        logits = nnx.merge(eval_graphdef, params, model_state)(x)
+        model = nnx.merge(eval_graphdef, cast_floats(params, compute_dtype), model_state)
+        logits = model(x).astype(jnp.float32)
+        if tta_flip:
+            logits = (logits + model(x[:, :, ::-1]).astype(jnp.float32)) / 2
         weights = ((start + jnp.arange(batch_size)) < count).astype(jnp.float32)
         return sums + metric_sums(logits, y, loss(logits, y), weights)
 
