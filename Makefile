@@ -6,11 +6,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The optional `bench` extra (a CPU build of PyTorch, the reference of `make bench`), which the
+# tests need too: they check the reference models against cnnexp's.
+BENCH_STAMP := $(VENV)/.installed-bench
 # The Debian package with Fashion-MNIST's IDX files; data=fashion_mnist prepares from it.
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup dataset run test bench bench-layers reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -42,6 +45,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
 setup: $(STAMP) dataset  ## create .venv, install cnnexp and the offline dataset
 
 dataset:  ## install Debian's Fashion-MNIST files when apt is available (needs root)
@@ -58,11 +65,14 @@ run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='t
 
 # Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together so
 # its module fixtures (a trained run, a sweep) are built once.
-test: setup  ## run the test suite
+test: setup $(BENCH_STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
-bench: setup  ## time im2col conv and reference max pool against XLA's (make bench ARGS='--quick')
-	$(BIN)/python -m cnnexp.bench $(ARGS)
+bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~15 min on 2 cores)
+	$(BIN)/cnnexp bench bench.doc=docs/bench.md $(ARGS)
+
+bench-layers: setup  ## time im2col conv and reference max pool against XLA's (make bench-layers ARGS='--quick')
+	$(BIN)/python -m cnnexp.bench.layers $(ARGS)
 
 reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~40 min on 2 cores); report + docs/results.md
 	$(call reproduce,experiment=$(call presets,$(ZOO),_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)

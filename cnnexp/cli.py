@@ -252,6 +252,13 @@ def _report_command(args: list[str]) -> int:
     return 0
 
 
+def _bench_command(args: list[str]) -> int:
+    from cnnexp.bench.command import main_args
+
+    register_hydra_extensions()
+    return main_args(args)
+
+
 class Command(NamedTuple):
     text: str  # one line for `cnnexp --help`
     run: Callable[[list[str]], int]  # the arguments after the command name -> exit status
@@ -266,6 +273,8 @@ COMMANDS = {
                          "saliency, mistakes: cnnexp visualize run=<run folder>", _visualize_command),
     "evaluate": Command("a trained run on its test split, and on shifted, rotated, scaled copies: "
                         "cnnexp evaluate run=<run or sweep folder> [invariance=true]", _evaluate_command),
+    "bench": Command("training and evaluation speed per model on this device, beside the same model in PyTorch: "
+                     "cnnexp bench [model=<name>] [bench.key=value ...]", _bench_command),
     "report": Command("one table and plots over the runs of a sweep, grouped, mean ± std over seeds: "
                       "cnnexp report <folder>", _report_command),
 }

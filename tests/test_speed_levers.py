@@ -80,7 +80,7 @@ def test_bf16_computes_in_bfloat16_and_keeps_float32_state():
     # Same step, different rounding: the updates agree to bfloat16's ~3 significant digits.
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(reference.params), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-2)
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(reference.params)))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(reference.params), strict=True))
 
 
 def test_ema_follows_the_parameters_at_its_decay():

@@ -31,7 +31,7 @@ Measured numbers only, each section written by the Make target it names from a s
 """
 
 
-def _markers(section: str) -> tuple[str, str]:
+def markers(section: str) -> tuple[str, str]:
     return (f"<!-- {section}: begin (written by the Make target below; edits inside are overwritten) -->",
             f"<!-- {section}: end -->")
 
@@ -47,7 +47,7 @@ def _span(report: Report) -> tuple[str, str, float | None]:
     return first, last, seconds
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     except OSError:
@@ -60,7 +60,7 @@ def _hardware(report: Report) -> str:
                 run.summary.get("device", {}).get("count")) for run in report.runs if run.summary.get("device")}
     accelerators = "; ".join(f"{count} x {kind}" if kind != platform else f"{platform}"
                              for platform, kind, count in sorted(devices, key=str))
-    return f"JAX on {accelerators or 'an unknown device'}; host CPU {_cpu_model()}, {os.cpu_count()} cores"
+    return f"JAX on {accelerators or 'an unknown device'}; host CPU {cpu_model()}, {os.cpu_count()} cores"
 
 
 def _shown(path: Path) -> str:
@@ -86,7 +86,7 @@ def section_text(report: Report, title: str, command: str, plots: dict[str, Path
     for name, path in plots.items():
         shutil.copy(path, images / path.name)
         figures.append(f"![{name}]({(images / path.name).relative_to(doc.parent).as_posix()})")
-    begin, end = _markers(section)
+    begin, end = markers(section)
     wall = f"{seconds / 60:.1f} minutes ({first} to {last})" if seconds is not None else "unknown"
     lines = [
         begin,
@@ -110,10 +110,11 @@ def section_text(report: Report, title: str, command: str, plots: dict[str, Path
     return "\n".join(lines)
 
 
-def replace_section(doc: Path, section: str, text: str) -> None:
-    """Put `text` in place of the section's old text (or at the end), leaving the rest of `doc` as it is."""
-    content = doc.read_text(encoding="utf-8") if doc.is_file() else _DOC_HEADER
-    begin, end = _markers(section)
+def replace_section(doc: Path, section: str, text: str, header: str = _DOC_HEADER) -> None:
+    """Put `text` in place of the section's old text (or at the end), leaving the rest of `doc` as
+    it is; a new `doc` starts with `header`."""
+    content = doc.read_text(encoding="utf-8") if doc.is_file() else header
+    begin, end = markers(section)
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(content):
         content = pattern.sub(lambda _: text, content)

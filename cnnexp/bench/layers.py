@@ -1,4 +1,4 @@
-"""`python -m cnnexp.bench`: the reference layers against XLA's library operations, on this machine.
+"""`python -m cnnexp.bench.layers`: the reference layers against XLA's library operations, on this machine.
 
 Times the im2col convolution and the masked max pool (cnnexp.models.reference_ops) against
 `lax.conv_general_dilated` and `lax.reduce_window`, alone and inside whole training steps (the
@@ -17,7 +17,6 @@ import os
 import re
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,6 +30,7 @@ from flax import nnx
 from omegaconf import OmegaConf
 from rich.table import Table
 
+from cnnexp.bench.timing import interleaved
 from cnnexp.console import console
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model, list_models
@@ -40,7 +40,7 @@ from cnnexp.runs.summary import environment
 from cnnexp.training.optim import build_optimizer
 from cnnexp.training.steps import init_state, make_loss, make_train_step
 
-OUTPUT_DIR = Path("outputs/bench")
+OUTPUT_DIR = Path("outputs/bench/layers")
 SIDES = ("library", "reference")
 NUM_CLASSES = 10
 SAME_3X3 = ((1, 1), (1, 1))
@@ -184,16 +184,10 @@ def train_cases(batch: int, rng: np.random.Generator) -> list[Case]:
 
 
 def measure(case: Case, warmup: int, repeats: int) -> None:
-    """Warm both sides up, then time them in alternating order; every call waits for its result."""
-    for side in SIDES:
-        for _ in range(warmup):
-            jax.block_until_ready(case.run[side]())
-    case.times_s = {side: [] for side in SIDES}
-    for repeat in range(repeats):
-        for side in SIDES if repeat % 2 == 0 else reversed(SIDES):
-            start = time.perf_counter()
-            jax.block_until_ready(case.run[side]())
-            case.times_s[side].append(time.perf_counter() - start)
+    """Warm both sides up, then time them in turns; every call waits for its result."""
+    calls = {side: (lambda run=case.run[side]: jax.block_until_ready(run())) for side in SIDES}
+    case.times_s = {side: list(timing.times_s) for side, timing in interleaved(calls, warmup=warmup,
+                                                                                repeats=repeats).items()}
 
 
 def print_table(cases: Sequence[Case], title: str) -> None:
@@ -214,7 +208,7 @@ def print_table(cases: Sequence[Case], title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run every case, print the table, write the JSON; returns its path."""
-    parser = argparse.ArgumentParser(prog="python -m cnnexp.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cnnexp.bench.layers", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 8, 2 repetitions: a smoke test, not numbers")
     parser.add_argument("--repeats", type=int, help="timed calls per side and case (default 5, --quick 2)")
     parser.add_argument("--batch-size", type=int, help="images per call (default 128, --quick 8)")
@@ -236,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print_table(cases, f"cnnexp bench: batch {batch}, median of {repeats} after {warmup} warm-up, "
                        f"{env['device']['kind']}, {os.cpu_count()} CPUs, jax {jax.__version__}")
     record = {
-        "command": " ".join(["python -m cnnexp.bench", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["python -m cnnexp.bench.layers", *(sys.argv[1:] if argv is None else argv)]),
         "settings": {"batch_size": batch, "repeats": repeats, "warmup": warmup, "quick": args.quick},
         "cpu_count": os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS"),

@@ -8,6 +8,7 @@ from cnnexp.models import (
     mlp,  # noqa: F401  (registers "mlp")
     resnet,  # noqa: F401  (registers "resnet")
     simple_cnn,  # noqa: F401  (registers "simple_cnn")
+    speednet,  # noqa: F401  (registers "speednet")
     vgg,  # noqa: F401  (registers "vgg")
 )
 from cnnexp.models.registry import count_params, create_model, list_models, register_model

@@ -90,6 +90,14 @@ class _InterruptFlag:
         signal.signal(signal.SIGINT, self._previous)
 
 
+def fit_to_training_data(model: nnx.Module, images: np.ndarray, preprocessing: Preprocessing) -> None:
+    """Start data-dependent layers (speednet's patch whitening: models with a `fit_to_data`
+    method) from a sample of the preprocessed training images; other models are left alone."""
+    if hasattr(model, "fit_to_data"):
+        sample = jnp.asarray(images[:DATA_FIT_SAMPLE])
+        model.fit_to_data(np.asarray(apply_preprocessing(preprocessing, to_pixels(sample))))
+
+
 class Trainer:
     """Everything one run needs, built once: data on the device, compiled steps, checkpoints."""
 
@@ -138,10 +146,8 @@ class Trainer:
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
-        if hasattr(model, "fit_to_data") and not cfg.resume and not cfg.init_from:
-            # Data-dependent layers (speednet's patch whitening) start from the training images.
-            sample = self.data.train.images[:DATA_FIT_SAMPLE]
-            model.fit_to_data(np.asarray(apply_preprocessing(preprocessing, to_pixels(jnp.asarray(sample)))))
+        if not cfg.resume and not cfg.init_from:
+            fit_to_training_data(model, self.data.train.images, preprocessing)
         output = output_layer(model, self.data.input_shape)
         if cfg.init_from:
             self.summary["init_from"] = initialize_from(

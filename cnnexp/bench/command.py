@@ -1,0 +1,262 @@
+"""`cnnexp bench`: training and evaluation speed of each model on this device, side by side with
+the same model and step in PyTorch, as a table on the terminal, CSV and Markdown files, and
+optionally a section of docs/bench.md.
+
+Both sides of a row run in this one process on the same images, interleaved (cnnexp.bench.timing),
+so the ratio column holds up on a shared machine even when the absolute figures move."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnexp.errors import UserError
+
+log = logging.getLogger("cnnexp.bench")
+DOC_HEADER = """# Speed
+
+`cnnexp bench` measures each model's training step and evaluation on one device beside the same
+model and step in PyTorch. Each section below is the latest table for one device platform,
+written by the command it names. Ratios are cnnexp / PyTorch (above 1: cnnexp is faster); they
+were measured side by side in one process, so they are steadier than the absolute figures.
+"""
+COLUMNS = ("model", "params", "batch", "precision", "train img/s", "step ms", "spread %", "compile s",
+           "eval img/s", "peak MiB", "GFLOP/step", "GFLOP/s", "% peak", "matmul ms", "ref train img/s",
+           "ref eval img/s", "train ratio", "eval ratio", "reference")
+
+
+@dataclass
+class Row:
+    """One model's figures; `None` where not measured (the `reference` note says why)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def cell(self, column: str) -> str:
+        value = self.values.get(column)
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return str(value)
+
+
+def bench_options(overrides: list[str]) -> DictConfig:
+    """conf/bench.yaml with the `bench.` overrides; an unknown key is a one-line error."""
+    options = OmegaConf.create((resources.files("cnnexp.conf") / "bench.yaml").read_text())
+    OmegaConf.set_struct(options, True)
+    given = [o.removeprefix("bench.") for o in overrides if o.startswith("bench.")]
+    try:
+        return OmegaConf.merge(options, OmegaConf.from_dotlist(given))
+    except Exception as error:  # OmegaConf's messages name the key
+        raise UserError(f"invalid bench option: {' '.join(str(error).split())}") from None
+
+
+def row_overrides(options: DictConfig, train_overrides: list[str], platform: str) -> list[list[str]]:
+    """The train overrides of each row: the user's own config if it names a model or experiment,
+    else one row per `bench.models` entry with its Fashion-MNIST preset."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in train_overrides}
+    if keys & {"model", "experiment"}:
+        return [train_overrides]
+    presets = options.presets if options.presets != "auto" else ("cpu" if platform == "cpu" else "full")
+    if presets not in ("cpu", "full"):
+        raise UserError(f"invalid bench.presets={presets!r}: choose cpu, full or auto")
+    suffix = "_cpu" if presets == "cpu" else ""
+    return [[f"experiment={model}_fashion_mnist{suffix}", *train_overrides] for model in options.models]
+
+
+def _wants_reference(options: DictConfig) -> bool:
+    if options.reference not in ("auto", "torch", "none"):
+        raise UserError(f"invalid bench.reference={options.reference!r}: choose torch, none or auto")
+    if options.reference == "none":
+        return False
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        if options.reference == "torch":
+            raise UserError("bench.reference=torch needs PyTorch: pip install 'cnnexp[bench]'") from None
+        log.warning("PyTorch is not installed (the `bench` extra): no reference column")
+        return False
+    return True
+
+
+def row_label(overrides: list[str], cfg: DictConfig) -> str:
+    """The experiment preset a row was configured by, or else its model's name."""
+    presets = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "experiment"]
+    return presets[-1] if presets else cfg.model.name
+
+
+def measure_row(label: str, cfg: DictConfig, options: DictConfig, data_cache: dict, with_reference: bool,
+                peak_flops: float | None) -> Row:
+    """Compile and time one config's steps, and its reference's, interleaved."""
+    from cnnexp.bench.cnnexp_side import compile_steps, matmul_seconds, peak_memory_bytes
+    from cnnexp.bench.timing import interleaved
+    from cnnexp.data import load_dataset
+
+    key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True)
+    if key not in data_cache:
+        data_cache[key] = load_dataset(cfg.data, cfg.seed)
+    data = data_cache[key]
+    batch = cfg.trainer.batch_size
+    row = Row({"model": label, "batch": batch, "precision": cfg.trainer.precision})
+    ours = compile_steps(cfg, data, steps=options.steps, eval_batches=options.eval_batches)
+    row.values.update(params=ours.params, **{"compile s": ours.compile_s})
+    calls = {"cnnexp train": ours.train, "cnnexp eval": ours.evaluate}
+    reference = None
+    if with_reference:
+        from cnnexp.bench.torch_models import UnsupportedReference
+        from cnnexp.bench.torch_side import reference_steps
+
+        compile_model = options.torch_compile is True or (options.torch_compile == "auto" and
+                                                          cfg.trainer.get("devices") != "cpu" and _on_gpu())
+        try:
+            reference = reference_steps(cfg, data, steps=options.steps, eval_batches=options.eval_batches,
+                                        compile_model=compile_model)
+        except UnsupportedReference as reason:
+            row.values["reference"] = str(reason)
+        else:
+            if reference.params != ours.params:
+                raise RuntimeError(f"{label}: the PyTorch reference has {reference.params:,} parameters, "
+                                   f"cnnexp's model {ours.params:,}: not the same architecture")
+            calls.update({"reference train": reference.train, "reference eval": reference.evaluate})
+            row.values["reference"] = f"PyTorch {'compiled' if compile_model else 'eager'}, {reference.device}"
+    timings = interleaved(calls, warmup=options.warmup, repeats=options.repeats)
+    step_s = timings["cnnexp train"].median_s / options.steps
+    row.values.update({
+        "train img/s": batch / step_s, "step ms": 1000 * step_s, "spread %": 100 * timings["cnnexp train"].spread,
+        "eval img/s": ours.eval_images / timings["cnnexp eval"].median_s,
+    })
+    if (peak := peak_memory_bytes()) is not None:
+        row.values["peak MiB"] = peak / 2**20
+    if ours.train_flops:
+        row.values.update({"GFLOP/step": ours.train_flops / 1e9, "GFLOP/s": ours.train_flops / step_s / 1e9,
+                           "matmul ms": 1000 * matmul_seconds(ours.train_flops, cfg.trainer.precision)})
+        if peak_flops:
+            row.values["% peak"] = 100 * ours.train_flops / step_s / peak_flops
+    if reference is not None:
+        ref_step_s = timings["reference train"].median_s / options.steps
+        row.values.update({
+            "ref train img/s": batch / ref_step_s,
+            "ref eval img/s": reference.eval_images / timings["reference eval"].median_s,
+            "train ratio": ref_step_s / step_s,
+            "eval ratio": timings["reference eval"].median_s / timings["cnnexp eval"].median_s,
+        })
+    return row
+
+
+def _on_gpu() -> bool:
+    import jax
+
+    return jax.devices()[0].platform == "gpu"
+
+
+def peak_matmul_flops(precision: str) -> float:
+    """FLOP/s of a large square matrix product on this device: the ceiling the "% peak" column
+    compares with, measured here rather than read from a datasheet."""
+    import jax
+
+    from cnnexp.bench.cnnexp_side import matmul_seconds
+
+    n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+    return 2 * n**3 / matmul_seconds(2 * n**3, precision)
+
+
+def bench(overrides: list[str]) -> Path:
+    """Run the bench; returns the output folder."""
+    from cnnexp.cli import compose_config
+    from cnnexp.config import validate_config
+    from cnnexp.console import print_table
+    from cnnexp.runs.naming import unique_name
+    from cnnexp.runs.summary import environment
+
+    options = bench_options(overrides)
+    # PyTorch first: imported after JAX has started its CPU backend, its OpenMP threads ran ~50x
+    # slower here (LeNet: 400 instead of 25,000 images/s), as the two thread pools fought.
+    with_reference = _wants_reference(options)
+    train_overrides = [o for o in overrides if not o.startswith("bench.")]
+    env = environment()
+    platform = env["device"]["platform"]
+    configs = [(row_label(row, cfg), cfg) for row in row_overrides(options, train_overrides, platform)
+               for cfg in [compose_config("train", row, validate_config)]]
+    precision = configs[0][1].trainer.precision
+    peak = peak_matmul_flops(precision) if options.peak else None
+    if peak:
+        log.info("matrix-product peak (%s): %.1f GFLOP/s", precision, peak / 1e9)
+    rows, data_cache = [], {}
+    for label, cfg in configs:
+        log.info("bench %s", label)
+        rows.append(measure_row(label, cfg, options, data_cache, with_reference, peak))
+
+    out = Path(options.output_dir) / unique_name()
+    out.mkdir(parents=True)
+    command = " ".join(["cnnexp bench", *overrides])
+    title = (f"cnnexp bench on {env['device']['count']} x {env['device']['kind']} ({os.cpu_count()} CPU cores): "
+             f"{options.steps} steps x {options.repeats} repeats, median")
+    print_table(title, list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
+    _write_files(out, rows, command, env, options, peak)
+    if options.doc:
+        _write_doc(Path(options.doc), rows, command, env, peak, precision)
+    print(out)
+    return out
+
+
+def _markdown(rows: list[Row]) -> str:
+    from cnnexp.analysis.report import markdown_table
+
+    return markdown_table(list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
+
+
+def _write_files(out: Path, rows: list[Row], command: str, env: dict, options: DictConfig, peak: float | None) -> None:
+    with (out / "bench.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows([{c: row.values.get(c) for c in COLUMNS} for row in rows])
+    (out / "bench.md").write_text(f"Command: `{command}`\n\n{_markdown(rows)}\n")
+    record = {"command": command, "options": OmegaConf.to_container(options), "peak_flops": peak,
+              "xla_flags": os.environ.get("XLA_FLAGS"), **env, "rows": [row.values for row in rows]}
+    (out / "bench.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _write_doc(doc: Path, rows: list[Row], command: str, env: dict, peak: float | None, precision: str) -> None:
+    from cnnexp.analysis.publish import cpu_model, markers, replace_section
+
+    section = f"bench-{env['device']['platform']}"
+    begin, end = markers(section)
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items() if version)
+    try:
+        import torch
+
+        versions += f", torch {torch.__version__}"
+    except ImportError:
+        pass
+    lines = [
+        begin, f"## {env['device']['platform'].upper()}: {env['device']['count']} x {env['device']['kind']}", "",
+        f"- Command: `{command}`" + (f" with XLA_FLAGS=`{os.environ['XLA_FLAGS']}`" if os.environ.get("XLA_FLAGS") else ""),
+        f"- Commit: {env.get('git_commit') or 'unknown'}",
+        f"- Hardware: host CPU {cpu_model()}, {os.cpu_count()} cores"
+        + (f"; matrix-product peak {peak / 1e9:,.0f} GFLOP/s ({precision})" if peak else ""),
+        f"- Versions: {versions}", "", _markdown(rows), "", end,
+    ]
+    replace_section(doc, section, "\n".join(lines), header=DOC_HEADER)
+    print(f"updated {doc} (section {section})")
+
+
+def main_args(args: list[str]) -> int:
+    """`cnnexp bench [overrides]`, for the CLI."""
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip() + "\n\nOptions (bench.<key>=value), from conf/bench.yaml:\n"
+              + (resources.files("cnnexp.conf") / "bench.yaml").read_text())
+        return 0
+    if any(a.startswith("-") for a in args):
+        raise UserError(f"cnnexp bench takes overrides only, not {next(a for a in args if a.startswith('-'))}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    bench(args)
+    return 0
