@@ -13,7 +13,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench bench-layers reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup dataset run test bench bench-layers speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -79,6 +79,12 @@ reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds 
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
 	$(call reproduce,experiment=$(call presets,$(ZOO),),outputs/reproduce/zoo_gpu/$(NOW),zoo-gpu,reproduce-zoo-gpu)
+
+# The speedrun's recipe (conf/experiment/speedrun.yaml) is sized for a GPU; on a CPU pass a narrower
+# net, e.g. make speedrun ARGS='model.width=0.5'.
+speedrun: SEEDS := 0,1,2,3,4
+speedrun: setup  ## the fastest recipe to 94% Fashion-MNIST test accuracy (speednet), 5 seeds, wall time per run; docs/results.md
+	$(call reproduce,experiment=speedrun,outputs/reproduce/speedrun/$(NOW),speedrun,speedrun)
 
 reproduce-losses: setup  ## LeNet (CPU preset) with cross-entropy and with MSE, 3 seeds (~6 min on 2 cores); docs/results.md
 	$(call reproduce,experiment=lenet_fashion_mnist_cpu loss=cross_entropy$(comma)mse,outputs/reproduce/losses/$(NOW),losses,reproduce-losses)

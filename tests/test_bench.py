@@ -37,7 +37,7 @@ def test_bench_two_presets_writes_csv_markdown_and_doc(cnnexp, tmp_path):
     record = json.loads((folder / "bench.json").read_text())
     assert record["peak_flops"] > 0 and record["device"]["platform"] == "cpu"
     markdown = (folder / "bench.md").read_text()
-    assert "| lenet_fashion_mnist_cpu | 61706 |" in markdown
+    assert "| lenet_fashion_mnist_cpu | 61,706 |" in markdown
     doc = (tmp_path / "docs" / "bench.md").read_text()
     assert "<!-- bench-cpu: begin" in doc and "- Command: `cnnexp bench data=digits" in doc
     assert "| resnet_fashion_mnist_cpu |" in doc and "torch 2.13.0" in doc
