@@ -24,7 +24,7 @@ def test_visualize_help_shows_its_settings(cnnexp):
 def test_train_help_shows_the_config_groups(cnnexp):
     result = cnnexp("train", "--help")
     assert result.returncode == 0
-    for line in ("model: alexnet, alexnet_lite, densenet, inception, lenet, mlp, resnet, simple_cnn, vgg", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, step",
+    for line in ("model: alexnet, alexnet_lite, densenet, inception, lenet, mlp, resnet, simple_cnn, speednet, vgg", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, onecycle, step",
                  "hparams_search: lr_wd, simple_cnn_design"):
         assert line in result.stdout
 

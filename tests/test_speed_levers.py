@@ -20,7 +20,7 @@ from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, 
 from tests.conftest import assert_one_line_error, read_summary, stable_metrics, train_tiny_run
 
 TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
-RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100"]
+RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100", "trainer.epochs=1"]
 
 
 def _two_device_env(env: dict[str, str]) -> dict[str, str]:
