@@ -68,7 +68,7 @@ run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='t
 test: setup $(BENCH_STAMP)  ## run the test suite
 	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
-bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~15 min on 2 cores)
+bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~4 min on 2 cores)
 	$(BIN)/cnnexp bench bench.doc=docs/bench.md $(ARGS)
 
 bench-layers: setup  ## time im2col conv and reference max pool against XLA's (make bench-layers ARGS='--quick')
