@@ -14,7 +14,7 @@ from flax import nnx
 from cnnexp.analysis import render, summarize_model, summarize_module
 from cnnexp.analysis.model_summary import check_output_size
 from cnnexp.models import count_params, create_model, list_models, recording
-from cnnexp.models.layers import AdaptiveAvgPool, Conv2d, Dense, GlobalAvgPool, Pool2d
+from cnnexp.models.layers import AdaptiveAvgPool, Conv2d, Dense, GlobalPool, Pool2d
 from cnnexp.models.recording import LayerRecord
 
 SMALL = (8, 8, 1)
@@ -111,7 +111,7 @@ class _Branchy(nnx.Module):
         self.pool = Pool2d("max", 2)  # on the concatenation: max(7, 3) + 1 = 8, then steps of 2
         self.res = Conv2d(8, 8, 3, rngs=rngs)  # 8 + 2 * 2 = 12
         self.mix = Conv2d(8, 8, 1, rngs=rngs)  # on pool + res: max(8, 12) = 12
-        self.gap = GlobalAvgPool()
+        self.gap = GlobalPool()
         self.head = Dense(8, 3, rngs=rngs)
 
     def __call__(self, x):

@@ -15,13 +15,12 @@ from omegaconf import DictConfig
 
 from cnnexp.config import model_options
 from cnnexp.data import ImageDataset
-from cnnexp.data.augment import make_augment
 from cnnexp.models import count_params, create_model
 from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
 from cnnexp.training.parallel import data_parallel
-from cnnexp.training.run import fit_to_training_data
-from cnnexp.training.steps import epoch_order, init_state, make_eval_step, make_loss, make_train_step
+from cnnexp.training.run import configured_steps, fit_to_training_data
+from cnnexp.training.steps import epoch_order, init_state
 
 
 @dataclass
@@ -69,12 +68,10 @@ def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batch
     images, labels = place(data.train.images), place(data.train.labels)
     order = place(epoch_order(jax.random.key(cfg.seed), 0, len(data.train)))
 
+    train_fn, eval_fn = configured_steps(cfg, data.input_shape, train_graphdef, eval_graphdef, tx, batch_sharding)
     start = time.perf_counter()
-    train_step = jax.jit(make_train_step(
-        train_graphdef, tx, batch_size=batch, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
-        augment=make_augment(cfg.data.augment, data.input_shape), seed=cfg.seed, precision=trainer.precision,
-        ema_decay=trainer.ema_decay, batch_sharding=batch_sharding,
-    ), donate_argnums=0).lower(state, images, labels, preprocessing, order, np.int32(0)).compile()
+    train_step = jax.jit(train_fn, donate_argnums=0).lower(state, images, labels, preprocessing, order,
+                                                           np.int32(0)).compile()
     compile_s = time.perf_counter() - start
     current = {"state": state, "batch": 0}
 
@@ -88,10 +85,7 @@ def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batch
     test = data.test.padded(eval_batch)
     test_images, test_labels = place(test.images), place(test.labels)
     batches = min(eval_batches, len(test) // eval_batch)
-    eval_step = jax.jit(make_eval_step(
-        eval_graphdef, batch_size=eval_batch, loss=make_loss(cfg.loss.name), precision=trainer.precision,
-        tta_flip=trainer.tta_flip, batch_sharding=batch_sharding,
-    )).lower(jnp.zeros(3), state.params, state.model_state, test_images, test_labels, preprocessing,
+    eval_step = jax.jit(eval_fn).lower(jnp.zeros(3), state.params, state.model_state, test_images, test_labels, preprocessing,
              np.int32(0), np.int32(0)).compile()
 
     def evaluate() -> None:

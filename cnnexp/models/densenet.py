@@ -34,7 +34,7 @@ from cnnexp.config import is_number, is_positive_int
 from cnnexp.errors import UserError
 from cnnexp.models.layers import (
     Dense,
-    GlobalAvgPool,
+    GlobalPool,
     LayerOptions,
     Norm,
     Pool2d,
@@ -100,7 +100,7 @@ class DenseNet(nnx.Module):
             stages.append(nnx.List(stage))
         self.stages = nnx.List(stages)
         self.final_norm = Norm(channels, layers.norm, rngs=rngs)
-        self.pool = GlobalAvgPool()
+        self.pool = GlobalPool()
         self.head = Dense(channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ from flax import nnx
 from cnnexp.models.layers import (
     ConvNormAct,
     Dense,
-    GlobalAvgPool,
+    GlobalPool,
     LayerOptions,
     Pool2d,
     check_dropout,
@@ -106,7 +106,7 @@ class GoogLeNet(nnx.Module):
                                             reduce=reduce, rngs=rngs))
                 channels = steps[-1].out_features
             self.stages.append(nnx.Sequential(*steps))
-        self.global_pool = GlobalAvgPool()
+        self.global_pool = GlobalPool()
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = Dense(channels, num_classes, rngs=rngs)
 

@@ -222,13 +222,18 @@ class Pool2d(nnx.Module):
         return y
 
 
-class GlobalAvgPool(nnx.Module):
-    """The mean of each channel over all positions: NHWC -> NC."""
+class GlobalPool(nnx.Module):
+    """The mean (`op="avg"`) or the max (`op="max"`, airbench's) of each channel over all
+    positions: NHWC -> NC."""
+
+    def __init__(self, op: str = "avg"):
+        _choose("global_pool", op, POOLS)
+        self.op = op
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with recording.scope():
-            y = x.mean(axis=(1, 2))
-        recording.record(self, "global_pool", x, y, op="avg")
+            y = x.mean(axis=(1, 2)) if self.op == "avg" else x.max(axis=(1, 2))
+        recording.record(self, "global_pool", x, y, op=self.op)
         return y
 
 

@@ -40,7 +40,7 @@ from cnnexp.models.layers import (
     Conv2d,
     ConvNormAct,
     Dense,
-    GlobalAvgPool,
+    GlobalPool,
     LayerOptions,
     Norm,
     Pool2d,
@@ -211,7 +211,7 @@ class ResNet(nnx.Module):
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
         self.final_norm = Norm(channels, layers.norm, rngs=rngs) if preact else None
-        self.pool = GlobalAvgPool()
+        self.pool = GlobalPool()
         self.head = Dense(channels, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -45,7 +45,7 @@ from cnnexp.models import recording
 from cnnexp.models.layers import (
     Conv2d,
     Dense,
-    GlobalAvgPool,
+    GlobalPool,
     LayerOptions,
     Norm,
     Pool2d,
@@ -156,16 +156,6 @@ def fit_whitening(model: SpeedNet, pixels: np.ndarray) -> None:
     conv.kernel.value = jnp.asarray(kernel)
 
 
-class GlobalMaxPool(nnx.Module):
-    """The max of each channel over all positions: NHWC -> NC (airbench's final pool)."""
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        with recording.scope():
-            y = x.max(axis=(1, 2))
-        recording.record(self, "global_pool", x, y, op="max")
-        return y
-
-
 class SpeedNorm(Norm):
     """Batch norm with a fixed scale of 1 (only the shift trains) and running-statistics
     `momentum`, as airbench's; `kind="none"`: nothing."""
@@ -221,7 +211,7 @@ class SpeedNet(nnx.Module):
             groups.append(ConvGroup(channels, out, layers, norm_momentum=norm_momentum, dirac=dirac, rngs=rngs))
             channels = out
         self.groups = nnx.List(groups)
-        self.pool = GlobalMaxPool() if global_pool == "max" else GlobalAvgPool()
+        self.pool = GlobalPool(global_pool)
         self.head = Dense(channels, num_classes, use_bias=False, kernel_init=TORCH_DEFAULT, rngs=rngs)
 
     def fit_to_data(self, pixels: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from omegaconf import DictConfig
 
@@ -88,6 +89,24 @@ class _InterruptFlag:
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
+
+
+def configured_steps(cfg: DictConfig, input_shape: tuple[int, int, int], train_graphdef: nnx.GraphDef,
+                     eval_graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                     batch_sharding: jax.sharding.Sharding | None) -> tuple[Callable, Callable]:
+    """The (not yet jitted) train and eval steps `cfg` asks for: its loss, augmentation, precision,
+    moving average and test-time flip. `cnnexp train` and `cnnexp bench` both build them here."""
+    trainer = cfg.trainer
+    train_step = make_train_step(
+        train_graphdef, tx, batch_size=trainer.batch_size, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
+        augment=make_augment(cfg.data.augment, input_shape), seed=cfg.seed,
+        precision=trainer.precision, ema_decay=trainer.ema_decay, batch_sharding=batch_sharding,
+    )
+    eval_step = make_eval_step(
+        eval_graphdef, batch_size=trainer.eval_batch_size, loss=make_loss(cfg.loss.name),
+        precision=trainer.precision, tta_flip=trainer.tta_flip, batch_sharding=batch_sharding,
+    )
+    return train_step, eval_step
 
 
 def fit_to_training_data(model: nnx.Module, images: np.ndarray, preprocessing: Preprocessing) -> None:
@@ -193,21 +212,15 @@ class Trainer:
         compile_start = time.perf_counter()
         order = jax.jit(epoch_order, static_argnums=2)
         self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
-        train_step = make_train_step(
-            train_graphdef, tx, batch_size=self.batch_size, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
-            augment=make_augment(cfg.data.augment, self.data.input_shape), seed=cfg.seed,
-            precision=trainer.precision, ema_decay=trainer.ema_decay, batch_sharding=batch_sharding,
-        )
+        train_step, eval_step = configured_steps(cfg, self.data.input_shape, train_graphdef, eval_graphdef, tx,
+                                                 batch_sharding)
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
         self.train_step = (
             jax.jit(train_step, donate_argnums=0)
             .lower(self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
             .compile()
         )
-        eval_step = jax.jit(make_eval_step(
-            eval_graphdef, batch_size=self.eval_batch_size, loss=make_loss(cfg.loss.name),
-            precision=trainer.precision, tta_flip=trainer.tta_flip, batch_sharding=batch_sharding,
-        ))
+        eval_step = jax.jit(eval_step)
         self.eval_steps = {
             name: eval_step.lower(
                 jnp.zeros(3), evaluated_params(self.state), self.state.model_state, split.images, split.labels,

@@ -11,7 +11,7 @@ pixels (max pads with -inf, average divides by the real pixels: `count_include_p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,27 +19,14 @@ import torch
 from torch import nn
 
 from cnnexp.bench.torch_models import UnsupportedReference, register_reference
+from cnnexp.bench.torch_models.common import ACTIVATIONS, LAYER_CHOICES, Activation, batch_norm, check_options, choose
 from cnnexp.models.densenet import BOTTLENECK_WIDTH
 from cnnexp.models.inception import STAGES, STEM_CHANNELS, BlockWidths
 from cnnexp.models.layers import scaled
-from cnnexp.models.registry import IMPLEMENTATION_OPTIONS
 from cnnexp.models.resnet import BOTTLENECK_EXPANSION, DEPTHS, STAGE_CHANNELS, STEMS, choose_stem
 
-# cnnexp's activations (flax's leaky_relu slope is 0.01, its gelu the tanh approximation). No
-# maxout: it reshapes the channels of the layer before it, which these twins do not mirror.
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": lambda: nn.GELU(approximate="tanh"),
-}
-
-
-def _choose(model: str, option: str, value: Any, choices: Iterable[Any]) -> None:
-    if value not in list(choices):
-        raise UnsupportedReference(f"the PyTorch {model} has no model.{option}={value!r} "
-                                   f"(it mirrors {', '.join(map(str, choices))})")
+# No maxout: it reshapes the channels of the layer before it, which these twins do not mirror.
+_CHOICES = {**LAYER_CHOICES, "activation": tuple(a for a in ACTIVATIONS if a != "maxout")}
 
 
 @dataclass(frozen=True)
@@ -51,11 +38,11 @@ class _Layers:
     pool: str = "max"
 
     def act(self) -> nn.Module:
-        return _ACTIVATIONS[self.activation]()
+        return Activation(self.activation)
 
     def batch_norm(self, channels: int, enabled: bool = True) -> nn.Module:
-        """cnnexp's `Norm`: flax's BatchNorm momentum 0.9 is PyTorch's 0.1; norm=none is nothing."""
-        return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1) if enabled and self.norm == "batch" else nn.Identity()
+        """cnnexp's `Norm`; norm=none is nothing."""
+        return batch_norm(channels) if enabled and self.norm == "batch" else nn.Identity()
 
     def conv(self, in_features: int, out_features: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
         """A "same" convolution (odd kernel), with a bias only when there is no batch norm."""
@@ -64,15 +51,8 @@ class _Layers:
 
 
 def _options(model: str, options: Mapping[str, Any], **defaults: Any) -> tuple[_Layers, dict[str, Any]]:
-    """The shared layer options and the model's own, defaults filled; the implementation choices
-    (conv_impl, pool_impl) dropped; an option without a counterpart raises UnsupportedReference."""
-    unknown = sorted(set(options) - set(defaults) - set(IMPLEMENTATION_OPTIONS))
-    if unknown:
-        raise UnsupportedReference(f"the PyTorch {model} has no option {', '.join('model.' + u for u in unknown)}")
-    values = {**defaults, **{k: v for k, v in options.items() if k not in IMPLEMENTATION_OPTIONS}}
-    _choose(model, "activation", values["activation"], _ACTIVATIONS)
-    _choose(model, "norm", values["norm"], ("batch", "none"))
-    _choose(model, "pool", values.setdefault("pool", "max"), ("max", "avg"))
+    """The shared layer options and the model's own, defaults filled (see `check_options`)."""
+    values = check_options(model, options, {"pool": "max", **defaults}, _CHOICES)
     layers = _Layers(values.pop("activation"), values.pop("norm"), values.pop("pool"))
     return layers, values
 
@@ -244,7 +224,7 @@ class ResNet(nn.Module):
 
 
 def _stem(model: str, stem: str, input_shape: tuple[int, int, int]) -> str:
-    _choose(model, "stem", stem, STEMS)
+    choose(model, "stem", stem, STEMS)
     return choose_stem(stem, input_shape)
 
 
@@ -252,8 +232,8 @@ def _stem(model: str, stem: str, input_shape: tuple[int, int, int]) -> str:
 def resnet(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ResNet:
     layers, own = _options("resnet", options, depth=18, stem="auto", preact=False, width=1.0, activation="relu",
                            norm="batch")
-    _choose("resnet", "depth", own["depth"], DEPTHS)
-    _choose("resnet", "preact", own["preact"], (False, True))
+    choose("resnet", "depth", own["depth"], DEPTHS)
+    choose("resnet", "preact", own["preact"], (False, True))
     return ResNet(input_shape[2], num_classes, layers, depth=own["depth"], preact=own["preact"],
                   width=own["width"], stem=_stem("resnet", own["stem"], input_shape))
 

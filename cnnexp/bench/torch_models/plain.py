@@ -9,8 +9,7 @@ sides pad, pool and flatten identically; dense layers read NHWC-flattened maps, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,44 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnexp.bench.torch_models import UnsupportedReference, register_reference
+from cnnexp.bench.torch_models.common import ACTIVATIONS, batch_norm, check_options
 from cnnexp.models.alexnet import Conv, Pool, map_size
 from cnnexp.models.layers import MAXOUT_PIECES, Padding, resolve_padding, scaled
 from cnnexp.models.lenet import PAPER_INPUT_SIZE
-from cnnexp.models.registry import IMPLEMENTATION_OPTIONS
 from cnnexp.models.vgg import IMAGENET_MIN_SIZE, VARIANTS
 
 Size = tuple[int, ...]  # (rows, cols)
 
 
-def _maxout(x: torch.Tensor) -> torch.Tensor:
-    """Flax splits the channel axis into (C // pieces, pieces); channels are axis 1 here."""
-    return x.unflatten(1, (-1, MAXOUT_PIECES)).amax(2)
-
-
-# Flax's defaults: leaky_relu slope 0.01 (torch's too), gelu with the tanh approximation.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "leaky_relu": F.leaky_relu,
-    "maxout": _maxout,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "gelu": partial(F.gelu, approximate="tanh"),
-}
-_CHOICES = {"activation": tuple(ACTIVATIONS), "pool": ("max", "avg"), "norm": ("batch", "none"),
-            "padding": ("same", "valid")}
-
-
-def _options(options: dict[str, Any], **defaults: Any) -> SimpleNamespace:
-    """`options` over the Flax model's `defaults`; an option or value the twin lacks raises. The
-    implementation options (`conv_impl`, `pool_impl`) only pick cnnexp's kernels: ignored."""
-    unknown = sorted(set(options) - set(defaults) - set(IMPLEMENTATION_OPTIONS))
-    if unknown:
-        raise UnsupportedReference(f"no PyTorch reference for option(s) {', '.join(unknown)}")
-    merged = {**defaults, **{k: v for k, v in options.items() if k in defaults}}
-    for key, choices in _CHOICES.items():
-        if key in merged and merged[key] not in choices:
-            raise UnsupportedReference(f"no PyTorch reference for {key}={merged[key]!r}")
-    return SimpleNamespace(**merged)
+def _options(model: str, options: dict[str, Any], **defaults: Any) -> SimpleNamespace:
+    return SimpleNamespace(**check_options(model, options, defaults))
 
 
 def _pieces(o: SimpleNamespace) -> int:
@@ -95,8 +67,7 @@ class ConvUnit(nn.Module):
     def __init__(self, conv: nn.Conv2d, norm: str, activation: str):
         super().__init__()
         self.conv = conv
-        # Flax's BatchNorm momentum 0.9 (weight of the old statistic) is torch's 0.1.
-        self.norm = nn.BatchNorm2d(conv.out_channels, eps=1e-5, momentum=0.1) if norm == "batch" else nn.Identity()
+        self.norm = batch_norm(conv.out_channels) if norm == "batch" else nn.Identity()
         self.act = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,18 +166,18 @@ def _centre_padding(size: int) -> Size:
 
 @register_reference("lenet")
 def lenet(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> LeNet5:
-    return LeNet5(_options(options, activation="relu", pool="max"), input_shape=input_shape, num_classes=num_classes)
+    return LeNet5(_options("lenet", options, activation="relu", pool="max"), input_shape=input_shape, num_classes=num_classes)
 
 
 @register_reference("mlp")
 def mlp(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> Classifier:
-    o = _options(options, activation="relu", hidden=(256, 128), dropout=0.0)
+    o = _options("mlp", options, activation="relu", hidden=(256, 128), dropout=0.0)
     return Classifier(math.prod(input_shape), list(o.hidden), num_classes, o)
 
 
 @register_reference("simple_cnn")
 def simple_cnn(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
-    o = _options(options, activation="relu", pool="max", norm="none", padding="valid", width=1.0, hidden=100,
+    o = _options("simple_cnn", options, activation="relu", pool="max", norm="none", padding="valid", width=1.0, hidden=100,
                  dropout=0.0)
     plan = (Conv(25), Pool(floor=True), Conv(50), Pool(floor=True))
     return ConvNet(plan, (o.hidden,) if o.hidden else (), o, input_shape=input_shape, num_classes=num_classes)
@@ -214,7 +185,7 @@ def simple_cnn(options: dict[str, Any], *, input_shape: tuple[int, int, int], nu
 
 @register_reference("vgg")
 def vgg(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
-    o = _options(options, activation="relu", pool="max", norm="none", padding="same", variant="vgg16", head="auto",
+    o = _options("vgg", options, activation="relu", pool="max", norm="none", padding="same", variant="vgg16", head="auto",
                  width=1.0, dropout=0.5)
     if o.variant not in VARIANTS or o.head not in ("auto", "imagenet", "small"):
         raise UnsupportedReference(f"no PyTorch reference for vgg variant={o.variant!r} head={o.head!r}")
@@ -231,7 +202,7 @@ def _alexnet_plan(first: Conv) -> tuple[Conv | Pool, ...]:
 
 @register_reference("alexnet")
 def alexnet(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
-    o = _options(options, activation="relu", pool="max", norm="none", width=1.0, dropout=0.5)
+    o = _options("alexnet", options, activation="relu", pool="max", norm="none", width=1.0, dropout=0.5)
     o.padding = "same"  # not an option of alexnet: its 3x3 and 5x5 convolutions keep the map size
     return ConvNet(_alexnet_plan(Conv(64, 11, stride=4, padding=2)), (4096, 4096), o, input_shape=input_shape,
                    num_classes=num_classes, adaptive_pool=6, dropout_before_hidden=True)
@@ -239,6 +210,6 @@ def alexnet(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_c
 
 @register_reference("alexnet_lite")
 def alexnet_lite(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
-    o = _options(options, activation="relu", pool="max", norm="none", padding="same", width=1.0, dropout=0.5)
+    o = _options("alexnet_lite", options, activation="relu", pool="max", norm="none", padding="same", width=1.0, dropout=0.5)
     return ConvNet(_alexnet_plan(Conv(64, 5)), (1024, 1024), o, input_shape=input_shape, num_classes=num_classes,
                    dropout_before_hidden=True)
