@@ -281,11 +281,14 @@ class Norm(nnx.Module):
     """Batch normalization over channels (`kind="batch"`), or nothing (`kind="none"`).
 
     Batch statistics are `nnx.BatchStat` variables: updated in `model.train()` mode, used as
-    they are in `model.eval()` mode, and saved with the rest of the model state."""
+    they are in `model.eval()` mode, and saved with the rest of the model state. `momentum` is the
+    weight of the old statistic; `use_scale=False` fixes the scale at 1 (speednet's, as airbench's)."""
 
-    def __init__(self, features: int, kind: str, *, rngs: nnx.Rngs, scale_init: nnx.Initializer = nnx.initializers.ones):
+    def __init__(self, features: int, kind: str, *, rngs: nnx.Rngs, scale_init: nnx.Initializer = nnx.initializers.ones,
+                 momentum: float = 0.9, use_scale: bool = True):
         self.batch_norm = (
-            nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, scale_init=scale_init, rngs=rngs)
+            nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, use_scale=use_scale, scale_init=scale_init,
+                          rngs=rngs)
             if kind == "batch" else None
         )
 
@@ -294,7 +297,8 @@ class Norm(nnx.Module):
             return x
         with recording.scope():
             y = self.batch_norm(x)
-        recording.record(self, "norm", x, y, params=2 * x.shape[-1])
+        trained = (2 if self.batch_norm.use_scale else 1) * x.shape[-1]
+        recording.record(self, "norm", x, y, params=trained)
         return y
 
 

@@ -156,25 +156,6 @@ def fit_whitening(model: SpeedNet, pixels: np.ndarray) -> None:
     conv.kernel.value = jnp.asarray(kernel)
 
 
-class SpeedNorm(Norm):
-    """Batch norm with a fixed scale of 1 (only the shift trains) and running-statistics
-    `momentum`, as airbench's; `kind="none"`: nothing."""
-
-    def __init__(self, features: int, kind: str, *, momentum: float, rngs: nnx.Rngs):
-        self.batch_norm = (
-            nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, use_scale=False, rngs=rngs)
-            if kind == "batch" else None
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.batch_norm is None:
-            return x
-        with recording.scope():
-            y = self.batch_norm(x)
-        recording.record(self, "norm", x, y, params=x.shape[-1])
-        return y
-
-
 class ConvGroup(nnx.Module):
     """conv 3x3 -> max pool 2 -> BN -> act, conv 3x3 -> BN -> act."""
 
@@ -186,10 +167,10 @@ class ConvGroup(nnx.Module):
         self.conv1 = Conv2d(in_features, out_features, 3, padding="same", use_bias=bias, impl=layers.conv_impl,
                             kernel_init=init, rngs=rngs)
         self.pool = Pool2d("max", 2, impl=layers.pool_impl)
-        self.norm1 = SpeedNorm(out_features, layers.norm, momentum=norm_momentum, rngs=rngs)
+        self.norm1 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, rngs=rngs)
         self.conv2 = Conv2d(out_features, out_features, 3, padding="same", use_bias=bias, impl=layers.conv_impl,
                             kernel_init=init, rngs=rngs)
-        self.norm2 = SpeedNorm(out_features, layers.norm, momentum=norm_momentum, rngs=rngs)
+        self.norm2 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = activate(self.norm1(self.pool(self.conv1(x))), self.layers)
