@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 # The optional `bench` extra (a CPU build of PyTorch, the reference of `make bench`), which the
 # tests need too: they check the reference models against cnnexp's.
 BENCH_STAMP := $(VENV)/.installed-bench
+# cnnexp's oneDNN kernel library (cnnexp/kernels/src) is compiled by the package's install, so a
+# change there reinstalls.
+KERNEL_SOURCES := setup.py $(wildcard cnnexp/kernels/src/*)
 # The Debian package with Fashion-MNIST's IDX files; data=fashion_mnist prepares from it.
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
@@ -39,14 +42,16 @@ endef
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(KERNEL_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The `bench` extra's packages alone: reinstalling cnnexp itself would rebuild its kernel library.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet $$($(BIN)/python -c 'import importlib.metadata as m; \
+		print(" ".join(r.split(";")[0] for r in m.requires("cnnexp") if "extra == \"bench\"" in r))')
 	touch $@
 
 setup: $(STAMP) dataset  ## create .venv, install cnnexp and the offline dataset

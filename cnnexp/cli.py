@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnexp import __version__
 from cnnexp.config import config_fingerprint, objective_direction, validate_config
 from cnnexp.errors import TrainingInterrupted, UserError
+from cnnexp.host_memory import keep_freed_memory
 from cnnexp.launchers import SweepOutcome, share_accelerator_between_jobs
 from cnnexp.runs.naming import find_latest_run, register_resolvers, shared_sweep_name
 from cnnexp.runs.summary import record_early_failure
@@ -282,6 +283,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cnnexp` console script."""
+    keep_freed_memory()  # before JAX starts any thread
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())

@@ -1,6 +1,8 @@
 """The package as users get it: built into a wheel, installed in a fresh virtualenv, run from
 an unrelated directory. Configs must ship inside the package and outputs land in that directory."""
 
+import fnmatch
+import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path, share
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {name for name in names if name.endswith(".yaml")}
     assert shipped == {f"cnnexp/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    on_x86_linux = sys.platform == "linux" and platform.machine() == "x86_64"
+    if on_x86_linux:  # the compiled oneDNN kernels ship in the wheel
+        assert any(fnmatch.fnmatch(name, "cnnexp/kernels/_onednn*.so") for name in names), names
 
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -50,4 +55,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_anywhere(tmp_path, share
                             cwd=elsewhere, env=shared_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_dirs(elsewhere / "outputs" / "runs")
-    assert read_summary(run)["status"] == "completed"
+    summary = read_summary(run)
+    assert summary["status"] == "completed"
+    if on_x86_linux:  # found and loaded from the installed wheel, without LD_LIBRARY_PATH
+        assert summary["kernels"] == {"conv": "onednn", "pool": "onednn", "norm": "onednn"}, result.stderr[-2000:]

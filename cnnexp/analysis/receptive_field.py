@@ -8,9 +8,10 @@ counts it: a padded position spans the coordinates just outside the image (extra
 jump), so a 3x3 convolution's border units span 3 pixels like the others. Each operation maps
 spans to its outputs:
 
-- windows (convolution, pooling, `pad`, `slice`, `concatenate` along H or W) pick, for each
-  output position, the input positions it reads, so strided, padded, dilated, im2col and
-  hand-written pooling layers all come out as the formula rf += (k - 1) * dilation * jump says;
+- windows (convolution and pooling, XLA's or cnnexp's oneDNN kernels; `pad`, `slice`,
+  `concatenate` along H or W) pick, for each output position, the input positions it reads, so
+  strided, padded, dilated, im2col and hand-written pooling layers all come out as the formula
+  rf += (k - 1) * dilation * jump says;
 - operations on other axes (elementwise, channel concatenation, stacking, products over
   channels) take the union of their inputs' spans: an Inception concatenation sees what its
   widest branch sees, a ResNet sum the larger of its two paths;
@@ -32,6 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, JaxprEqn, Literal
 
+from cnnexp.kernels import library
 from cnnexp.models.recording import SCOPE_PREFIX
 
 _EMPTY_LO = np.iinfo(np.int64).max // 4  # the span of a position that depends on no pixel
@@ -191,6 +193,29 @@ def _reduce_window(eqn: JaxprEqn, fields: list[Field | None]) -> list[Field | No
     return outs
 
 
+def _kernel_call(eqn: JaxprEqn, fields: list[Field | None]) -> list[Field | None]:
+    """A call into cnnexp's oneDNN kernels: NHWC convolution (window: the kernel's HW) and pooling
+    (window: an attribute) forward passes are windows like XLA's; other calls are not followed."""
+    attributes = {name: np.asarray(getattr(value, "val", value)) for name, value in eqn.params["attributes"]}
+    target, image = eqn.params["target_name"], fields[0]
+    if target == library.CONV_FORWARD and all(f is None for f in fields[1:]):
+        window, dilation = _shape(eqn.invars[1])[:2], attributes["dilation"]
+    elif target == library.POOL_FORWARD:
+        window, dilation = attributes["window"], (1, 1)
+    else:
+        return _collapse_all(eqn, fields)
+    if image is None:
+        return _collapse_all(eqn, fields)
+    out_shape = _shape(eqn.outvars[0])
+    first = _field(
+        a if a.dim is None else _windowed(a, out_shape[a.dim], int(window[a.dim - 1]),
+                                          int(attributes["stride"][a.dim - 1]),
+                                          int(attributes["padding_low"][a.dim - 1]), int(dilation[a.dim - 1]))
+        for a in image
+    )
+    return [first, *_collapse_all(eqn, fields)[1:]]  # a training pool's workspace: not an image
+
+
 def _pad(eqn: JaxprEqn, fields: list[Field | None]) -> list[Field | None]:
     config = eqn.params["padding_config"]
     field = fields[0]
@@ -337,6 +362,7 @@ def _dot_general(eqn: JaxprEqn, fields: list[Field | None]) -> list[Field | None
 
 _RULES: dict[str, Rule] = {
     "conv_general_dilated": _conv,
+    "ffi_call": _kernel_call,
     "reduce_window_max": _reduce_window,
     "reduce_window_min": _reduce_window,
     "reduce_window_sum": _reduce_window,

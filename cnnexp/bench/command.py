@@ -8,6 +8,8 @@ so the ratio column holds up on a shared machine even when the absolute figures 
 from __future__ import annotations
 
 import csv
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -82,9 +84,7 @@ def _wants_reference(options: DictConfig) -> bool:
         raise UserError(f"invalid bench.reference={options.reference!r}: choose torch, none or auto")
     if options.reference == "none":
         return False
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:  # not imported here: the reference runs in its own process
         if options.reference == "torch":
             raise UserError("bench.reference=torch needs PyTorch: pip install 'cnnexp[bench]'") from None
         log.warning("PyTorch is not installed (the `bench` extra): no reference column")
@@ -116,23 +116,27 @@ def measure_row(label: str, cfg: DictConfig, options: DictConfig, data_cache: di
     calls = {"cnnexp train": ours.train, "cnnexp eval": ours.evaluate}
     reference = None
     if with_reference:
-        from cnnexp.bench.torch_models import UnsupportedReference
-        from cnnexp.bench.torch_side import reference_steps
+        from cnnexp.bench.reference_worker import NoReference, ReferenceWorker
 
         compile_model = options.torch_compile is True or (options.torch_compile == "auto" and
                                                           cfg.trainer.get("devices") != "cpu" and _on_gpu())
         try:
-            reference = reference_steps(cfg, data, steps=options.steps, eval_batches=options.eval_batches,
+            reference = ReferenceWorker(cfg, data, steps=options.steps, eval_batches=options.eval_batches,
                                         compile_model=compile_model)
-        except UnsupportedReference as reason:
+        except NoReference as reason:
             row.values["reference"] = str(reason)
         else:
-            if reference.params != ours.params:
-                raise RuntimeError(f"{label}: the PyTorch reference has {reference.params:,} parameters, "
+            if reference.info.params != ours.params:
+                reference.close()
+                raise RuntimeError(f"{label}: the PyTorch reference has {reference.info.params:,} parameters, "
                                    f"cnnexp's model {ours.params:,}: not the same architecture")
             calls.update({"reference train": reference.train, "reference eval": reference.evaluate})
-            row.values["reference"] = f"PyTorch {'compiled' if compile_model else 'eager'}, {reference.device}"
-    timings = interleaved(calls, warmup=options.warmup, repeats=options.repeats)
+            row.values["reference"] = f"PyTorch {'compiled' if compile_model else 'eager'}, {reference.info.device}"
+    try:
+        timings = interleaved(calls, warmup=options.warmup, repeats=options.repeats)
+    finally:
+        if reference is not None:
+            reference.close()
     step_s = timings["cnnexp train"].median_s / options.steps
     row.values.update({
         "train img/s": batch / step_s, "step ms": 1000 * step_s, "spread %": 100 * timings["cnnexp train"].spread,
@@ -149,7 +153,7 @@ def measure_row(label: str, cfg: DictConfig, options: DictConfig, data_cache: di
         ref_step_s = timings["reference train"].median_s / options.steps
         row.values.update({
             "ref train img/s": batch / ref_step_s,
-            "ref eval img/s": reference.eval_images / timings["reference eval"].median_s,
+            "ref eval img/s": reference.info.eval_images / timings["reference eval"].median_s,
             "train ratio": ref_step_s / step_s,
             "eval ratio": timings["reference eval"].median_s / timings["cnnexp eval"].median_s,
         })
@@ -182,8 +186,6 @@ def bench(overrides: list[str]) -> Path:
     from cnnexp.runs.summary import environment
 
     options = bench_options(overrides)
-    # PyTorch first: imported after JAX has started its CPU backend, its OpenMP threads ran ~50x
-    # slower here (LeNet: 400 instead of 25,000 images/s), as the two thread pools fought.
     with_reference = _wants_reference(options)
     train_overrides = [o for o in overrides if not o.startswith("bench.")]
     env = environment()
@@ -236,10 +238,8 @@ def _write_doc(doc: Path, rows: list[Row], command: str, env: dict, peak: float 
     begin, end = markers(section)
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items() if version)
     try:
-        import torch
-
-        versions += f", torch {torch.__version__}"
-    except ImportError:
+        versions += f", torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
         pass
     lines = [
         begin, f"## {env['device']['platform'].upper()}: {env['device']['count']} x {env['device']['kind']}", "",

@@ -1,6 +1,7 @@
 """Timing that survives a shared, noisy machine: every side of a comparison is warmed up, then
 the sides take turns (the order flips every repetition) so a change of load hits them alike,
-and each call waits for its result before the clock stops."""
+and each call waits for its result before the clock stops. A call that runs in another process
+returns the seconds it measured there, so the round trip to that process does not count."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class Timing:
 
 
 def interleaved(calls: Mapping[str, Callable[[], object]], *, warmup: int, repeats: int) -> dict[str, Timing]:
-    """Time each of `calls` (each must block until its work is done) `repeats` times, in turns."""
+    """Time each of `calls` (each must block until its work is done) `repeats` times, in turns; a
+    call returning a float is taken at its word (its own seconds)."""
     for call in calls.values():
         for _ in range(warmup):
             call()
@@ -38,6 +40,6 @@ def interleaved(calls: Mapping[str, Callable[[], object]], *, warmup: int, repea
     for repeat in range(repeats):
         for side in list(calls) if repeat % 2 == 0 else reversed(list(calls)):
             start = time.perf_counter()
-            calls[side]()
-            times[side].append(time.perf_counter() - start)
+            reported = calls[side]()
+            times[side].append(reported if isinstance(reported, float) else time.perf_counter() - start)
     return {side: Timing(tuple(values)) for side, values in times.items()}

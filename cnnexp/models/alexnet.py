@@ -90,7 +90,7 @@ class ConvUnit(nnx.Module):
         self.layers = layers
         self.conv = Conv2d(in_features, wide, kernel_size, stride=stride, padding=padding, impl=layers.conv_impl,
                            rngs=rngs)
-        self.norm = Norm(wide, layers.norm, rngs=rngs)
+        self.norm = Norm(wide, layers.norm, impl=layers.norm_impl, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return activate(self.norm(self.conv(x)), self.layers)

@@ -99,7 +99,7 @@ class DenseNet(nnx.Module):
                 channels = reduced
             stages.append(nnx.List(stage))
         self.stages = nnx.List(stages)
-        self.final_norm = Norm(channels, layers.norm, rngs=rngs)
+        self.final_norm = Norm(channels, layers.norm, impl=layers.norm_impl, rngs=rngs)
         self.pool = GlobalPool()
         self.head = Dense(channels, num_classes, rngs=rngs)
 

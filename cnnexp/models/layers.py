@@ -5,6 +5,12 @@ Models never call `nnx.Conv` or `nnx.max_pool` directly: they use `Conv2d`, `Poo
 `model.pool_impl=reference`, `model.activation=maxout`, ...) reaches every layer of every
 model, and `cnnexp summary` sees every layer with its kernel, stride and padding.
 
+Implementations (`model.conv_impl`, `model.pool_impl`, `model.norm_impl`): `auto` (the default)
+runs convolutions, pooling and training-mode batch normalization through cnnexp's oneDNN kernels
+(`cnnexp.kernels`) on the CPU, where XLA's own are 2-5x slower, and through XLA's (`library`:
+cuDNN on GPUs) anywhere else or where the kernels cannot load. All compute the same function, so
+checkpoints move freely between them.
+
 Tensors are NHWC. Padding is resolved to explicit (low, high) pixel counts per axis:
 - "valid": none;
 - "same": (F - 1) / 2 on each side for odd kernels, so the output is ceil(W / S) and the
@@ -26,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cnnexp import kernels
 from cnnexp.config import is_number
 from cnnexp.errors import UserError
 from cnnexp.models import recording, reference_ops
@@ -54,8 +61,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 POOLS = ("max", "avg")
 NORMS = ("batch", "none")
 PADDINGS = ("same", "valid")
-CONV_IMPLS = ("library", "im2col")
-POOL_IMPLS = ("library", "reference")
+CONV_IMPLS = ("auto", "library", "im2col", "onednn")
+POOL_IMPLS = ("auto", "library", "reference", "onednn")
+NORM_IMPLS = ("auto", "library", "onednn")
 
 
 def _choose(option: str, value: Any, choices: Sequence[str]) -> None:
@@ -71,8 +79,9 @@ class LayerOptions:
     pool: str = "max"
     norm: str = "batch"
     padding: str = "same"
-    conv_impl: str = "library"
-    pool_impl: str = "library"
+    conv_impl: str = "auto"
+    pool_impl: str = "auto"
+    norm_impl: str = "auto"
 
     def __post_init__(self):
         _choose("activation", self.activation, list(ACTIVATIONS))
@@ -81,6 +90,10 @@ class LayerOptions:
         _choose("padding", self.padding, PADDINGS)
         _choose("conv_impl", self.conv_impl, CONV_IMPLS)
         _choose("pool_impl", self.pool_impl, POOL_IMPLS)
+        _choose("norm_impl", self.norm_impl, NORM_IMPLS)
+        for option in ("conv_impl", "pool_impl", "norm_impl"):
+            if getattr(self, option) == "onednn" and (why := kernels.unavailable_reason()):
+                raise UserError(f"model.{option}=onednn cannot run here: {why}; use auto or library")
 
     @property
     def pieces(self) -> int:
@@ -150,13 +163,34 @@ def _spatial_pads(module: str, x: jax.Array, window: tuple[int, int], stride: in
     return pads  # type: ignore[return-value]
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads, impl: str) -> jax.Array:
-    """NHWC x HWIO convolution, by XLA's convolution or by im2col and one matrix product."""
+def resolve_impl(impl: str, dtype: Any) -> str:
+    """The implementation `auto` stands for here: oneDNN on the CPU when its kernels load and
+    handle `dtype` (bfloat16 needs AVX-512), XLA's library otherwise."""
+    if impl == "auto":
+        return "onednn" if kernels.preferred(dtype) else "library"
+    if impl == "onednn" and not kernels.supports(dtype):
+        return "library"
+    return impl
+
+
+def resolved_impls(options: dict[str, Any], dtype: Any) -> dict[str, str]:
+    """What a model built with `options` runs its convolutions, pooling and batch norm on, for
+    inputs of `dtype`: {"conv": "onednn", "pool": "onednn", "norm": "onednn"} on most CPUs."""
+    return {kind: resolve_impl(options.get(f"{kind}_impl", "auto"), dtype) for kind in ("conv", "pool", "norm")}
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads: Pads, impl: str,
+           bias: jax.Array | None = None) -> jax.Array:
+    """NHWC x HWIO convolution plus `bias` (if any): by oneDNN (bias fused into the call), XLA's
+    convolution, or im2col and one matrix product."""
+    impl = resolve_impl(impl, x.dtype)
+    if impl == "onednn":
+        return kernels.conv2d(x, kernel, bias, kernels.ConvGeometry(stride=(stride, stride), pads=pads))
     if impl == "im2col":
-        return reference_ops.im2col_conv2d(x, kernel, stride, pads)
-    return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+        y = reference_ops.im2col_conv2d(x, kernel, stride, pads)
+    else:
+        y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if bias is None else y + bias
 
 
 def _size(*params: nnx.Param | None) -> int:
@@ -168,7 +202,7 @@ class Conv2d(nnx.Module):
     """A 2-D convolution with a square kernel (weights HWIO, optional bias)."""
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
-                 padding: Padding = "same", use_bias: bool = True, impl: str = "library",
+                 padding: Padding = "same", use_bias: bool = True, impl: str = "auto",
                  kernel_init: nnx.Initializer = LECUN_NORMAL, rngs: nnx.Rngs):
         self.kernel_size, self.stride, self.padding, self.impl = kernel_size, stride, padding, impl
         self.kernel = nnx.Param(kernel_init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
@@ -180,18 +214,20 @@ class Conv2d(nnx.Module):
         kernel = self.kernel[...]
         with recording.scope():
             # The kernel's dtype is the compute dtype: bfloat16 under trainer.precision=bf16.
-            y = conv2d(x.astype(kernel.dtype), kernel, self.stride, pads, self.impl)
-            if self.bias is not None:
-                y = y + self.bias[...]
+            y = conv2d(x.astype(kernel.dtype), kernel, self.stride, pads, self.impl,
+                       None if self.bias is None else self.bias[...])
         macs = math.prod(y.shape[1:]) * math.prod(self.kernel.shape[:3])  # per image
         recording.record(self, "conv", x, y, params=_size(self.kernel, self.bias), macs=macs,
                          kernel=window, stride=self.stride, padding=pads)
         return y
 
 
-def pool2d(x: jax.Array, kind: str, window: int, stride: int, pads: Pads, impl: str = "library") -> jax.Array:
+def pool2d(x: jax.Array, kind: str, window: int, stride: int, pads: Pads, impl: str = "auto") -> jax.Array:
     """Max or average pooling over NHWC `x`. Padded pixels never count: they are -inf for max,
     and the average divides by the number of real pixels in each window."""
+    impl = resolve_impl(impl, x.dtype)
+    if impl == "onednn":
+        return kernels.pool2d(x, kind, window, stride, pads)
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     full_pads = ((0, 0), *pads, (0, 0))
     if kind == "max":
@@ -209,7 +245,7 @@ class Pool2d(nnx.Module):
     """Square max or average pooling (`kind`), with its own padding rule (usually "ceil")."""
 
     def __init__(self, kind: str, window: int = 2, stride: int | None = None, *, padding: Padding = "ceil",
-                 impl: str = "library"):
+                 impl: str = "auto"):
         self.kind, self.window, self.stride = kind, window, stride or window
         self.padding, self.impl = padding, impl
 
@@ -282,10 +318,13 @@ class Norm(nnx.Module):
 
     Batch statistics are `nnx.BatchStat` variables: updated in `model.train()` mode, used as
     they are in `model.eval()` mode, and saved with the rest of the model state. `momentum` is the
-    weight of the old statistic; `use_scale=False` fixes the scale at 1 (speednet's, as airbench's)."""
+    weight of the old statistic; `use_scale=False` fixes the scale at 1 (speednet's, as airbench's).
+    In training mode `impl` "onednn" computes the batch statistics and the normalization (and
+    their gradients) in oneDNN, on the same variables as `nnx.BatchNorm`'s own code."""
 
     def __init__(self, features: int, kind: str, *, rngs: nnx.Rngs, scale_init: nnx.Initializer = nnx.initializers.ones,
-                 momentum: float = 0.9, use_scale: bool = True):
+                 momentum: float = 0.9, use_scale: bool = True, impl: str = "auto"):
+        self.impl = impl
         self.batch_norm = (
             nnx.BatchNorm(features, momentum=momentum, epsilon=1e-5, use_scale=use_scale, scale_init=scale_init,
                           rngs=rngs)
@@ -296,9 +335,23 @@ class Norm(nnx.Module):
         if self.batch_norm is None:
             return x
         with recording.scope():
-            y = self.batch_norm(x)
+            training = not self.batch_norm.use_running_average
+            y = self._onednn_training(x) if training and resolve_impl(self.impl, x.dtype) == "onednn" else self.batch_norm(x)
         trained = (2 if self.batch_norm.use_scale else 1) * x.shape[-1]
         recording.record(self, "norm", x, y, params=trained)
+        return y
+
+    def _onednn_training(self, x: jax.Array) -> jax.Array:
+        """What `nnx.BatchNorm` does in training mode (in float32 at least, as it promotes inputs
+        to its float32 statistics), through `kernels.batch_norm`."""
+        bn = self.batch_norm
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        ones = jnp.ones(x.shape[-1], jnp.float32)
+        scale = ones if bn.scale is None else bn.scale[...].astype(jnp.float32)
+        shift = 0 * ones if bn.bias is None else bn.bias[...].astype(jnp.float32)
+        y, mean, var = kernels.batch_norm(x, scale, shift, bn.epsilon)
+        bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
+        bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var
         return y
 
 
@@ -314,7 +367,7 @@ class ConvNormAct(nnx.Module):
         self.conv = Conv2d(in_features, wide, kernel_size, stride=stride,
                            padding=layers.padding if padding is None else padding,
                            use_bias=layers.norm == "none", impl=layers.conv_impl, kernel_init=kernel_init, rngs=rngs)
-        self.norm = Norm(wide, layers.norm, rngs=rngs)
+        self.norm = Norm(wide, layers.norm, impl=layers.norm_impl, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return activate(self.norm(self.conv(x)), self.layers)

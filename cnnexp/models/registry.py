@@ -3,7 +3,7 @@
 Modelled on timm's registry: adding a model is one file with a decorated builder and one
 config under `conf/model/`. A builder's own options are its keyword-only parameters; the
 options shared across families (`LayerOptions`) are declared at registration and arrive as
-one `layers` argument. Every model takes `conv_impl` and `pool_impl`.
+one `layers` argument. Every model takes `conv_impl`, `pool_impl` and `norm_impl`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cnnexp.errors import UserError
 from cnnexp.models.layers import LayerOptions
 
 ModelBuilder = Callable[..., nnx.Module]
-IMPLEMENTATION_OPTIONS = ("conv_impl", "pool_impl")
+IMPLEMENTATION_OPTIONS = ("conv_impl", "pool_impl", "norm_impl")
 _BUILDER_ARGUMENTS = ("input_shape", "num_classes", "rngs", "layers")
 
 

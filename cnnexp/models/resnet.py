@@ -90,7 +90,7 @@ class Stem(nnx.Module):
         self.kind, self.layers, self.norm_act = kind, layers, norm_act
         self.conv = _conv(in_features, out_features, 7 if imagenet else 3, layers, stride=2 if imagenet else 1,
                          kernel_init=kernel_init, rngs=rngs)
-        self.norm = Norm(out_features, layers.norm if norm_act else "none", rngs=rngs)
+        self.norm = Norm(out_features, layers.norm if norm_act else "none", impl=layers.norm_impl, rngs=rngs)
         self.pool = Pool2d("max", 3, 2, padding="same", impl=layers.pool_impl) if imagenet else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -106,7 +106,7 @@ class NormActConv(nnx.Module):
     def __init__(self, in_features: int, out_features: int, kernel_size: int, layers: LayerOptions, *,
                  stride: int = 1, kernel_init: nnx.Initializer, rngs: nnx.Rngs):
         self.layers = layers
-        self.norm = Norm(in_features, layers.norm, rngs=rngs)
+        self.norm = Norm(in_features, layers.norm, impl=layers.norm_impl, rngs=rngs)
         self.conv = _conv(in_features, out_features, kernel_size, layers, stride=stride, kernel_init=kernel_init,
                          rngs=rngs)
 
@@ -133,7 +133,7 @@ class Projection(nnx.Module):
                  rngs: nnx.Rngs):
         self.conv = _conv(in_features, out_features, 1, layers, stride=stride, kernel_init=HE_NORMAL_FAN_OUT,
                          rngs=rngs)
-        self.norm = Norm(out_features, layers.norm if norm else "none", rngs=rngs)
+        self.norm = Norm(out_features, layers.norm if norm else "none", impl=layers.norm_impl, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.norm(self.conv(x))
@@ -152,7 +152,7 @@ class ResidualBlock(nnx.Module):
         ])
         self.last_conv = _conv(last_in, last_out, last_kernel, layers, stride=last_stride,
                               kernel_init=HE_NORMAL_FAN_OUT, rngs=rngs)
-        self.last_norm = Norm(last_out, layers.norm, scale_init=nnx.initializers.zeros, rngs=rngs)
+        self.last_norm = Norm(last_out, layers.norm, scale_init=nnx.initializers.zeros, impl=layers.norm_impl, rngs=rngs)
         self.shortcut = (
             Projection(in_features, out, stride, layers, norm=True, rngs=rngs)
             if stride != 1 or in_features != out else None
@@ -210,7 +210,7 @@ class ResNet(nnx.Module):
                 channels = out
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.final_norm = Norm(channels, layers.norm, rngs=rngs) if preact else None
+        self.final_norm = Norm(channels, layers.norm, impl=layers.norm_impl, rngs=rngs) if preact else None
         self.pool = GlobalPool()
         self.head = Dense(channels, num_classes, rngs=rngs)
 

@@ -101,9 +101,7 @@ class WhiteningConv(Conv2d):
             raise UserError(f"speednet's 2x2 whitening needs images of at least 2x2 pixels, not "
                             f"{x.shape[1]}x{x.shape[2]}")
         with recording.scope():
-            y = conv2d(x, self.kernel[...], 1, pads, self.impl)
-            if self.bias is not None:
-                y = y + self.bias[...]
+            y = conv2d(x, self.kernel[...], 1, pads, self.impl, None if self.bias is None else self.bias[...])
         macs = math.prod(y.shape[1:]) * math.prod(self.kernel.shape[:3])
         recording.record(self, "conv", x, y, params=0 if self.bias is None else self.bias.shape[0], macs=macs,
                          kernel=(WHITEN_KERNEL, WHITEN_KERNEL), stride=1, padding=pads)
@@ -167,10 +165,12 @@ class ConvGroup(nnx.Module):
         self.conv1 = Conv2d(in_features, out_features, 3, padding="same", use_bias=bias, impl=layers.conv_impl,
                             kernel_init=init, rngs=rngs)
         self.pool = Pool2d("max", 2, impl=layers.pool_impl)
-        self.norm1 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, rngs=rngs)
+        self.norm1 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, impl=layers.norm_impl,
+                          rngs=rngs)
         self.conv2 = Conv2d(out_features, out_features, 3, padding="same", use_bias=bias, impl=layers.conv_impl,
                             kernel_init=init, rngs=rngs)
-        self.norm2 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, rngs=rngs)
+        self.norm2 = Norm(out_features, layers.norm, momentum=norm_momentum, use_scale=False, impl=layers.norm_impl,
+                          rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = activate(self.norm1(self.pool(self.conv1(x))), self.layers)

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnexp import kernels
 from cnnexp.runs.naming import SUMMARY_FILE, read_summary
 
 _VERSIONED = ("cnnexp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "tensorflow-datasets")
@@ -52,6 +53,8 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     device = jax.devices()[0]
+    # The oneDNN behind the CPU kernels (None: not on a CPU, or the kernels did not load).
+    versions["onednn"] = kernels.version() if device.platform == "cpu" else None
     return {
         "versions": versions,
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},

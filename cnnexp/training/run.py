@@ -29,6 +29,7 @@ from cnnexp.data.augment import make_augment
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing, save_preprocessing
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.models import count_params, create_model
+from cnnexp.models.layers import resolved_impls
 from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.metrics import MetricsLog
@@ -38,6 +39,7 @@ from cnnexp.training.init_from import initialize_from, resolve_source
 from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
 from cnnexp.training.parallel import data_parallel
 from cnnexp.training.steps import (
+    COMPUTE_DTYPES,
     epoch_order,
     evaluated_params,
     init_state,
@@ -165,6 +167,8 @@ class Trainer:
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
+        self.summary["kernels"] = resolved_impls(model_options(cfg.model), COMPUTE_DTYPES[trainer.precision])
+        log.info("kernels: %s", ", ".join(f"{kind} {impl}" for kind, impl in self.summary["kernels"].items()))
         if not cfg.resume and not cfg.init_from:
             fit_to_training_data(model, self.data.train.images, preprocessing)
         output = output_layer(model, self.data.input_shape)
