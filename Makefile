@@ -16,7 +16,7 @@ KERNEL_SOURCES := setup.py $(wildcard cnnexp/kernels/src/*)
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup dataset run test bench bench-layers speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup compiler dataset run test bench bench-layers speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -42,7 +42,7 @@ endef
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(KERNEL_SOURCES)
+$(STAMP): pyproject.toml $(KERNEL_SOURCES) | compiler
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -55,6 +55,16 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 setup: $(STAMP) dataset  ## create .venv, install cnnexp and the offline dataset
+
+# The install compiles cnnexp's oneDNN kernels (C++); without a compiler cnnexp still installs and
+# runs, on XLA's slower CPU convolutions.
+compiler:  ## install g++ when no C++ compiler is there and apt is available (needs root)
+	@if command -v c++ >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q g++ >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q g++ >/dev/null; }; \
+	else \
+		echo "note: no C++ compiler: cnnexp installs without its oneDNN kernels (XLA's convolutions, 2-3x slower on CPU)"; \
+	fi
 
 dataset:  ## install Debian's Fashion-MNIST files when apt is available (needs root)
 	@if dpkg -s $(DATASET_PACKAGE) >/dev/null 2>&1; then :; \

@@ -30,6 +30,9 @@ PRECISIONS = ("float32", "bf16")  # trainer.precision: the compute dtype of the 
 # what a sweeper reads from it, not what it computes.
 BOOKKEEPING_KEYS = ("hydra", "resume", "paths", "objective", "data.data_dir", "data.source_dir", "data.download",
                     "trainer.progress")
+# How layers are computed, not what: every implementation computes the same function, so a run
+# continues (resume=latest) under another one. Reports still tell them apart (their speed differs).
+IMPLEMENTATION_KEYS = ("model.conv_impl", "model.pool_impl", "model.norm_impl")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -124,7 +127,7 @@ def is_positive_int(value: object) -> bool:
 def config_fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything in `cfg` that changes what a run computes."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in BOOKKEEPING_KEYS:
+    for dotted in (*BOOKKEEPING_KEYS, *IMPLEMENTATION_KEYS):
         *parents, leaf = dotted.split(".")
         node = container
         for parent in parents:

@@ -13,7 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import TINY, read_summary, run_dirs
+from omegaconf import OmegaConf
+
 from cnnexp import kernels
+from cnnexp.config import config_fingerprint
 from cnnexp.kernels import library
 from cnnexp.models.layers import pool2d as layers_pool2d
 from cnnexp.models.layers import resolve_padding
@@ -229,3 +233,25 @@ def test_an_unloadable_library_falls_back_to_xla_with_one_warning(monkeypatch, c
         monkeypatch.undo()
         library.load.cache_clear()
         kernels._bf16.cache_clear()
+
+
+def test_without_the_kernels_cnnexp_trains_on_xla_after_one_warning(cnnexp, tmp_path):
+    """What a machine where the library cannot load sees, through the installed command."""
+    result = cnnexp("train", *TINY, "trainer.epochs=1", env={**cnnexp.env, library.DISABLE_VARIABLE: "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr  # the log goes to the console, train.log too
+    assert output.count("oneDNN kernels unavailable") == 1, output[-3000:]
+    (run,) = run_dirs(tmp_path / "outputs")
+    summary = read_summary(run)
+    assert summary["status"] == "completed"
+    assert summary["kernels"] == {"conv": "library", "pool": "library", "norm": "library"}
+    assert summary["versions"]["onednn"] is None
+
+
+def test_the_implementation_is_not_part_of_what_a_run_computes():
+    """Checkpoints move between implementations, so resume=latest finds a run made with another."""
+    base = OmegaConf.create({"model": {"name": "lenet", "conv_impl": "auto", "pool_impl": "auto", "norm_impl": "auto"},
+                             "seed": 0})
+    other = OmegaConf.merge(base, {"model": {"conv_impl": "library", "pool_impl": "reference", "norm_impl": "onednn"}})
+    assert config_fingerprint(base) == config_fingerprint(other)
+    assert config_fingerprint(base) != config_fingerprint(OmegaConf.merge(base, {"seed": 1}))

@@ -162,12 +162,13 @@ class Trainer:
         preprocessing = self._preprocessing()
         self.summary["preprocess"] = preprocessing.kind
 
+        options = model_options(cfg.model)
         model = create_model(
-            cfg.model.name, model_options(cfg.model), input_shape=self.data.input_shape,
+            cfg.model.name, options, input_shape=self.data.input_shape,
             num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
         )
         self.summary["params"] = count_params(model)
-        self.summary["kernels"] = resolved_impls(model_options(cfg.model), COMPUTE_DTYPES[trainer.precision])
+        self.summary["kernels"] = resolved_impls(options, COMPUTE_DTYPES[trainer.precision])
         log.info("kernels: %s", ", ".join(f"{kind} {impl}" for kind, impl in self.summary["kernels"].items()))
         if not cfg.resume and not cfg.init_from:
             fit_to_training_data(model, self.data.train.images, preprocessing)
