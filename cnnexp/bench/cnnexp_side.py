@@ -3,6 +3,7 @@ on the config's data resident on the device, with what XLA says about their cost
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,16 +12,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cnnexp import kernels
 from cnnexp.config import model_options
 from cnnexp.data import ImageDataset
 from cnnexp.models import count_params, create_model
+from cnnexp.models.layers import resolved_impls
 from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
 from cnnexp.training.parallel import data_parallel
 from cnnexp.training.run import configured_steps, fit_to_training_data
-from cnnexp.training.steps import epoch_order, init_state
+from cnnexp.training.steps import COMPUTE_DTYPES, LeafStep, epoch_order, init_state
 
 
 @dataclass
@@ -29,22 +32,37 @@ class CompiledSteps:
 
     params: int
     compile_s: float  # lowering and compiling the train step: what the first step costs
-    train_flops: float | None  # per step, from XLA's cost analysis of the compiled program
+    train_flops: float | None  # per step, from XLA's cost analysis of the step with XLA's layers
     train: Any
     evaluate: Any
     eval_images: int  # per evaluate() call
+    kernel_share: Any  # () -> the fraction of train() time spent in the oneDNN kernels so far (None: none)
 
 
-def _flops(compiled: Any) -> float | None:
-    """XLA's FLOP count of a compiled program (None where the backend gives none)."""
-    analysis = compiled.cost_analysis()
+def _flops(program: Any) -> float | None:
+    """XLA's FLOP count of a lowered or compiled program (None where the backend gives none)."""
+    analysis = program.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     flops = (analysis or {}).get("flops")
     return float(flops) if flops and flops > 0 else None
 
 
-def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batches: int) -> CompiledSteps:
-    """Build the model, optimizer and steps of `cfg` as `Trainer.build` does, and compile them."""
+@dataclass
+class _TrainProgram:
+    """The train step of a config with its first arguments, ready to lower."""
+
+    step: LeafStep
+    args: tuple  # the state and the data; the batch index follows
+    params: int
+    parallel: Any
+    eval_fn: Any
+    place: Any
+    preprocessing: Any
+    steps_per_epoch: int
+
+
+def _train_program(cfg: DictConfig, data: ImageDataset) -> _TrainProgram:
+    """Model, optimizer, state and step functions of `cfg`, as `Trainer.build` makes them."""
     trainer = cfg.trainer
     batch = trainer.batch_size
     model = create_model(cfg.model.name, model_options(cfg.model), input_shape=data.input_shape,
@@ -60,45 +78,71 @@ def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batch
     train_graphdef, state = init_state(model, tx, ema=trainer.ema_decay is not None)
     model.eval()
     eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
-    eval_batch = trainer.eval_batch_size
-    parallel = data_parallel(trainer.devices, {"trainer.batch_size": batch, "trainer.eval_batch_size": eval_batch})
+    parallel = data_parallel(trainer.devices, {"trainer.batch_size": batch,
+                                               "trainer.eval_batch_size": trainer.eval_batch_size})
     place = jax.device_put if parallel is None else parallel.replicate
     batch_sharding = None if parallel is None else parallel.batch
     state, preprocessing = place(state), place(preprocessing)
     images, labels = place(data.train.images), place(data.train.labels)
     order = place(epoch_order(jax.random.key(cfg.seed), 0, len(data.train)))
-
     train_fn, eval_fn = configured_steps(cfg, data.input_shape, train_graphdef, eval_graphdef, tx, batch_sharding)
+    return _TrainProgram(LeafStep(train_fn, state), (state, images, labels, preprocessing, order),
+                         count_params(model), parallel, eval_fn, place, preprocessing, steps_per_epoch)
+
+
+def _xla_flops(cfg: DictConfig, data: ImageDataset, program: _TrainProgram) -> float | None:
+    """FLOPs of one train step. XLA's cost analysis does not see inside the oneDNN kernels' custom
+    calls, so where they run the count comes from the same step lowered with XLA's layers."""
+    kinds = ("conv", "pool", "norm")
+    if "onednn" not in resolved_impls(model_options(cfg.model), COMPUTE_DTYPES[cfg.trainer.precision]).values():
+        flops = _flops(program.step.lower(*program.args, np.int32(0)))
+    else:
+        xla_layers = OmegaConf.merge(cfg, {"model": {f"{kind}_impl": "library" for kind in kinds}})
+        xla_program = _train_program(xla_layers, data)
+        flops = _flops(xla_program.step.lower(*xla_program.args, np.int32(0)))
+    if flops is not None and program.parallel is not None:  # the lowering is per device
+        flops *= program.parallel.device_count
+    return flops
+
+
+def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batches: int) -> CompiledSteps:
+    """Build the model, optimizer and steps of `cfg` as `Trainer.build` does, and compile them."""
+    program = _train_program(cfg, data)
+    flops = _xla_flops(cfg, data, program)
     start = time.perf_counter()
-    train_step = jax.jit(train_fn, donate_argnums=0).lower(state, images, labels, preprocessing, order,
-                                                           np.int32(0)).compile()
+    train_step = program.step.compile(*program.args, np.int32(0))
     compile_s = time.perf_counter() - start
-    current = {"state": state, "batch": 0}
+    state, images, labels, preprocessing, order = program.args
+    current = {"leaves": train_step.leaves(state), "batch": 0}
+    kernel_shares: list[float] = []  # per train() call
 
     def train() -> None:
+        start, in_kernels = time.perf_counter(), kernels.seconds_in_kernels()
         for _ in range(steps):
-            current["state"] = train_step(current["state"], images, labels, preprocessing, order,
-                                          np.int32(current["batch"]))
-            current["batch"] = (current["batch"] + 1) % steps_per_epoch
-        jax.block_until_ready(current["state"])
+            current["leaves"] = train_step(current["leaves"], images, labels, preprocessing, order,
+                                           np.int32(current["batch"]))
+            current["batch"] = (current["batch"] + 1) % program.steps_per_epoch
+        jax.block_until_ready(current["leaves"])
+        kernel_shares.append((kernels.seconds_in_kernels() - in_kernels) / (time.perf_counter() - start))
 
+    eval_batch = cfg.trainer.eval_batch_size
     test = data.test.padded(eval_batch)
-    test_images, test_labels = place(test.images), place(test.labels)
+    test_images, test_labels = program.place(test.images), program.place(test.labels)
     batches = min(eval_batches, len(test) // eval_batch)
-    eval_step = jax.jit(eval_fn).lower(jnp.zeros(3), state.params, state.model_state, test_images, test_labels, preprocessing,
-             np.int32(0), np.int32(0)).compile()
+    eval_step = jax.jit(program.eval_fn).lower(jnp.zeros(3), state.params, state.model_state, test_images, test_labels,
+                                               preprocessing, np.int32(0), np.int32(0)).compile()
 
     def evaluate() -> None:
-        sums = jnp.zeros(3)
+        sums, trained = jnp.zeros(3), train_step.state(current["leaves"])
         for index in range(batches):
-            sums = eval_step(sums, current["state"].params, current["state"].model_state, test_images, test_labels,
+            sums = eval_step(sums, trained.params, trained.model_state, test_images, test_labels,
                              preprocessing, np.int32(len(data.test)), np.int32(index * eval_batch))
         jax.block_until_ready(sums)
 
-    flops = _flops(train_step)  # per device under data parallelism: the step's total is that times the devices
-    if flops is not None and parallel is not None:
-        flops *= parallel.device_count
-    return CompiledSteps(count_params(model), compile_s, flops, train, evaluate, batches * eval_batch)
+    def kernel_share() -> float | None:  # the median call's: the first calls pay for warming up
+        return statistics.median(kernel_shares) if kernel_shares and max(kernel_shares) > 0 else None
+
+    return CompiledSteps(program.params, compile_s, flops, train, evaluate, batches * eval_batch, kernel_share)
 
 
 def peak_memory_bytes() -> int | None:

@@ -2,8 +2,11 @@
 the same model and step in PyTorch, as a table on the terminal, CSV and Markdown files, and
 optionally a section of docs/bench.md.
 
-Both sides of a row run in this one process on the same images, interleaved (cnnexp.bench.timing),
-so the ratio column holds up on a shared machine even when the absolute figures move."""
+Both sides of a row run at the same time on the same images, interleaved (cnnexp.bench.timing):
+cnnexp here, PyTorch in a worker process of its own (cnnexp.bench.reference_worker) so that neither
+library's thread pool slows the other, so the ratio column holds up on a shared machine even when
+the absolute figures move. "oneDNN %" is the share of cnnexp's train step spent inside its oneDNN
+kernels (cnnexp.kernels); the rest is XLA's own code and dispatch."""
 
 from __future__ import annotations
 
@@ -29,10 +32,11 @@ DOC_HEADER = """# Speed
 `cnnexp bench` measures each model's training step and evaluation on one device beside the same
 model and step in PyTorch. Each section below is the latest table for one device platform,
 written by the command it names. Ratios are cnnexp / PyTorch (above 1: cnnexp is faster); they
-were measured side by side in one process, so they are steadier than the absolute figures.
+were measured side by side, interleaved, so they are steadier than the absolute figures.
+"oneDNN %" is the share of cnnexp's train step inside its oneDNN kernels, the rest is XLA's code.
 """
 COLUMNS = ("model", "params", "batch", "precision", "train img/s", "step ms", "spread %", "compile s",
-           "eval img/s", "peak MiB", "GFLOP/step", "GFLOP/s", "% peak", "matmul ms", "ref train img/s",
+           "oneDNN %", "eval img/s", "peak MiB", "GFLOP/step", "GFLOP/s", "% peak", "matmul ms", "ref train img/s",
            "ref eval img/s", "train ratio", "eval ratio", "reference")
 
 
@@ -142,6 +146,8 @@ def measure_row(label: str, cfg: DictConfig, options: DictConfig, data_cache: di
         "train img/s": batch / step_s, "step ms": 1000 * step_s, "spread %": 100 * timings["cnnexp train"].spread,
         "eval img/s": ours.eval_images / timings["cnnexp eval"].median_s,
     })
+    if (share := ours.kernel_share()) is not None:
+        row.values["oneDNN %"] = 100 * share
     if (peak := peak_memory_bytes()) is not None:
         row.values["peak MiB"] = peak / 2**20
     if ours.train_flops:

@@ -45,6 +45,7 @@ from cnnexp.training.steps import (
     init_state,
     make_eval_step,
     make_loss,
+    LeafStep,
     make_train_step,
     to_pixels,
 )
@@ -220,11 +221,8 @@ class Trainer:
         train_step, eval_step = configured_steps(cfg, self.data.input_shape, train_graphdef, eval_graphdef, tx,
                                                  batch_sharding)
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
-        self.train_step = (
-            jax.jit(train_step, donate_argnums=0)
-            .lower(self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
-            .compile()
-        )
+        self.train_step = LeafStep(train_step, self.state).compile(
+            self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
         eval_step = jax.jit(eval_step)
         self.eval_steps = {
             name: eval_step.lower(
@@ -317,12 +315,17 @@ class Trainer:
                     window = self.meta["log_window_sums"] if first_batch else None
                     window = np.asarray(window if window is not None else [0.0, 0.0, 0.0])
                     window_time = time.perf_counter()
+                    leaves = self.train_step.leaves(self.state)
                     for batch in range(first_batch, self.steps_per_epoch):
-                        self.state = self.train_step(self.state, self.train_images, self.train_labels,
-                                                     self.preprocessing, order, np.int32(batch))
+                        leaves = self.train_step(leaves, self.train_images, self.train_labels, self.preprocessing,
+                                                 order, np.int32(batch))
+                        self.state = None  # its buffers went to the step (donated); `leaves` holds the new state
                         step = epoch * self.steps_per_epoch + batch + 1
                         progress.update(progress.task_ids[0], advance=1)
-                        if (batch + 1) % trainer.log_every_steps == 0 and batch + 1 < self.steps_per_epoch:
+                        logging_now = (batch + 1) % trainer.log_every_steps == 0 and batch + 1 < self.steps_per_epoch
+                        if logging_now or interrupt.requested or batch + 1 == self.steps_per_epoch:
+                            self.state = self.train_step.state(leaves)
+                        if logging_now:
                             sums = np.asarray(jax.device_get(self.state.epoch_sums), np.float64)
                             self._check_finite()
                             loss_sum, correct, count = sums - window
