@@ -16,7 +16,7 @@ KERNEL_SOURCES := setup.py $(wildcard cnnexp/kernels/src/*)
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup compiler dataset run test bench bench-layers speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup compiler dataset run test bench bench-layers gpu-carry gpu-check speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -85,6 +85,17 @@ test: setup $(BENCH_STAMP)  ## run the test suite
 
 bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~4 min on 2 cores)
 	$(BIN)/cnnexp bench bench.doc=docs/bench.md $(ARGS)
+
+# A lent GPU machine reaches no package registry and runs another Python (3.12): `make gpu-carry`
+# (here) gathers what it lacks, to travel with the working tree; `make gpu-check` (there) installs
+# that and measures. To test the check on a CPU: make gpu-check GPU_PYTHON=$(BIN)/python ARGS=--small
+GPU_CARRY := outputs/gpu-carry
+GPU_PYTHON ?= python3
+gpu-carry: setup dataset  ## wheels for the GPU machine's Python 3.12 and the Fashion-MNIST files, into outputs/gpu-carry (~45 MB)
+	$(BIN)/python -m cnnexp.bench.gpu_check --prepare-carry $(GPU_CARRY)
+
+gpu-check:  ## on a GPU: install the carry, bench the full presets beside torch.compile, train 3 presets briefly; docs/bench.md (<8 min)
+	$(GPU_PYTHON) -m cnnexp.bench.gpu_check $(if $(wildcard $(GPU_CARRY)/wheels),--carry $(GPU_CARRY)) $(ARGS)
 
 bench-layers: setup  ## time im2col conv and reference max pool against XLA's (make bench-layers ARGS='--quick')
 	$(BIN)/python -m cnnexp.bench.layers $(ARGS)

@@ -202,20 +202,21 @@ def bench(overrides: list[str]) -> Path:
     peak = peak_matmul_flops(precision) if options.peak else None
     if peak:
         log.info("matrix-product peak (%s): %.1f GFLOP/s", precision, peak / 1e9)
+    out = Path(options.output_dir) / unique_name()
+    out.mkdir(parents=True)
+    command = " ".join(["cnnexp bench", *overrides])
     rows, data_cache = [], {}
     for label, cfg in configs:
         log.info("bench %s", label)
         rows.append(measure_row(label, cfg, options, data_cache, with_reference, peak))
-
-    out = Path(options.output_dir) / unique_name()
-    out.mkdir(parents=True)
-    command = " ".join(["cnnexp bench", *overrides])
+        _write_files(out, rows, command, env, options, peak)  # after every row: a stopped bench keeps its rows
+        if options.doc:
+            _write_doc(Path(options.doc), rows, command, env, peak, precision)
     title = (f"cnnexp bench on {env['device']['count']} x {env['device']['kind']} ({os.cpu_count()} CPU cores): "
              f"{options.steps} steps x {options.repeats} repeats, median")
     print_table(title, list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
-    _write_files(out, rows, command, env, options, peak)
     if options.doc:
-        _write_doc(Path(options.doc), rows, command, env, peak, precision)
+        print(f"updated {options.doc} (section bench-{platform})")
     print(out)
     return out
 
@@ -256,7 +257,6 @@ def _write_doc(doc: Path, rows: list[Row], command: str, env: dict, peak: float 
         f"- Versions: {versions}", "", _markdown(rows), "", end,
     ]
     replace_section(doc, section, "\n".join(lines), header=DOC_HEADER)
-    print(f"updated {doc} (section {section})")
 
 
 def main_args(args: list[str]) -> int:
