@@ -4,6 +4,8 @@ implementation evaluates identically under the other."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +51,7 @@ def flat(tree) -> jax.Array:
     return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(tree)])
 
 
+@functools.cache  # both tests of a model share one trajectory (a file runs in one worker: --dist loadfile)
 def twin_training(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
     """20 steps of the real train step along one trajectory, each step taken by both
     implementations from the same state (then continuing from XLA's): free-running twins would
