@@ -57,7 +57,6 @@ class _TrainProgram:
     parallel: Any
     eval_fn: Any
     place: Any
-    preprocessing: Any
     steps_per_epoch: int
 
 
@@ -87,7 +86,7 @@ def _train_program(cfg: DictConfig, data: ImageDataset) -> _TrainProgram:
     order = place(epoch_order(jax.random.key(cfg.seed), 0, len(data.train)))
     train_fn, eval_fn = configured_steps(cfg, data.input_shape, train_graphdef, eval_graphdef, tx, batch_sharding)
     return _TrainProgram(LeafStep(train_fn, state), (state, images, labels, preprocessing, order),
-                         count_params(model), parallel, eval_fn, place, preprocessing, steps_per_epoch)
+                         count_params(model), parallel, eval_fn, place, steps_per_epoch)
 
 
 def _xla_flops(cfg: DictConfig, data: ImageDataset, program: _TrainProgram) -> float | None:

@@ -348,7 +348,7 @@ class Norm(nnx.Module):
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         ones = jnp.ones(x.shape[-1], jnp.float32)
         scale = ones if bn.scale is None else bn.scale[...].astype(jnp.float32)
-        shift = 0 * ones if bn.bias is None else bn.bias[...].astype(jnp.float32)
+        shift = jnp.zeros_like(ones) if bn.bias is None else bn.bias[...].astype(jnp.float32)
         y, mean, var = kernels.batch_norm(x, scale, shift, bn.epsilon)
         bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
         bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var

@@ -40,12 +40,12 @@ from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
 from cnnexp.training.parallel import data_parallel
 from cnnexp.training.steps import (
     COMPUTE_DTYPES,
+    LeafStep,
     epoch_order,
     evaluated_params,
     init_state,
     make_eval_step,
     make_loss,
-    LeafStep,
     make_train_step,
     to_pixels,
 )
