@@ -36,7 +36,7 @@ define reproduce
 	$(BIN)/cnnexp train -m $(1) seed=$(SEEDS) hydra.sweep.dir=$(2) $(ARGS); \
 	status=$$?; \
 	$(if $(5),$(5) || [ $$status -ne 0 ] || status=1;) \
-	$(BIN)/python -m cnnexp.analysis.publish $(2) --doc docs/results.md --section $(3) --command "make $(4)" && exit $$status
+	$(BIN)/python -m cnnexp.reports.publish $(2) --doc docs/results.md --section $(3) --command "make $(4)" && exit $$status
 endef
 
 help:  ## list the targets
@@ -138,7 +138,7 @@ reproduce-finetune: setup  ## LeNet pretrained on classes 0-4; 5-9 with 1%/10% l
 		hydra.sweep.dir=$(FINETUNE_DIR)/scratch $(ARGS) || status=1; \
 	$(BIN)/cnnexp train -m experiment=finetune_tune,finetune_slow_body,finetune_frozen data.train_fraction=0.01,0.1 seed=$(SEEDS) \
 		'init_from=$(FINETUNE_DIR)/pretrain/seed_$${seed}' hydra.sweep.dir=$(FINETUNE_DIR)/tuned $(ARGS) || status=1; \
-	$(BIN)/python -m cnnexp.analysis.publish $(FINETUNE_DIR) --doc docs/results.md --section finetune \
+	$(BIN)/python -m cnnexp.reports.publish $(FINETUNE_DIR) --doc docs/results.md --section finetune \
 		--command "make reproduce-finetune" --by experiment data.train_fraction && exit $$status
 
 # The figures of `cnnexp visualize` shown in the README.

@@ -17,3 +17,11 @@ class TrainingInterrupted(Exception):
     """The user pressed Ctrl-C; the state was checkpointed and the run can be resumed."""
 
     exit_code = 130
+
+
+def report_error(error: BaseException) -> int:
+    """Print `error` as the command's one line on stderr; returns the exit status it stands for."""
+    import sys
+
+    print(f"cnnexp: error: {error}", file=sys.stderr)
+    return getattr(error, "exit_code", 1)

@@ -15,7 +15,8 @@ from cnnexp.data.augment import augment_key, erase, flip, make_augment, rotate, 
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
-from cnnexp.training.steps import init_state, make_loss, make_train_step
+from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.losses import make_loss
 
 OFF = {"translate": 0, "flip": False, "rotate": 0, "erase": 0.0}
 STRONG = {"translate": 1, "flip": True, "rotate": 15, "erase": 0.25}  # translate 1: digits are 8x8
@@ -96,7 +97,8 @@ def test_draws_follow_the_seed_and_the_step_only():
     ({"erase": 1.5}, r"invalid data.augment.erase=1.5: must be a probability in \[0, 1\]"),
 ])
 def test_bad_augment_options_are_one_line_errors(changes, message):
-    data_cfg = OmegaConf.create({"preprocess": "standardize", "whitening_epsilon": 0.01, "augment": OFF | changes})
+    data_cfg = OmegaConf.create({"val_fraction": 0.1, "preprocess": "standardize", "whitening_epsilon": 0.01,
+                                "augment": OFF | changes})
     with pytest.raises(UserError, match=message):
         validate_data_options(data_cfg)
 

@@ -14,8 +14,9 @@ from conftest import TINY, read_summary, run_dirs
 from omegaconf import OmegaConf
 from test_presets import compose_with_hydra
 
-from cnnexp.analysis.publish import _TITLES
-from cnnexp.cli import compose_config, register_hydra_extensions
+from cnnexp.reports.publish import _TITLES
+from cnnexp.app.compose import compose_config
+from cnnexp.app.extensions import register_hydra_extensions
 from cnnexp.config import validate_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from cnnexp.data import load_dataset
 from cnnexp.data.digits import load_digits_splits
 from cnnexp.data.preprocess import load_preprocessing
+from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.data.subsets import label_fraction
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
@@ -158,7 +159,7 @@ def test_a_frozen_body_is_bit_identical_after_training_and_the_run_records_what_
         np.testing.assert_array_equal(trained[path], source[path])
     assert not np.array_equal(trained["head.kernel"], source["head.kernel"])
     # The inputs are transformed as the source run's were, not refitted on digits 5-9.
-    np.testing.assert_array_equal(load_preprocessing(run).mean, load_preprocessing(pretrained).mean)
+    np.testing.assert_array_equal(load_preprocessing(run / PREPROCESSING_FILE).mean, load_preprocessing(pretrained / PREPROCESSING_FILE).mean)
     assert "2 re-initialized" in result.stdout and "re-initialized head.kernel (init_from_reinit)" in result.stdout
 
 

@@ -18,8 +18,9 @@ from cnnexp.data.dataset import Split
 from cnnexp.data.digits import load_digits_splits
 from cnnexp.data.preprocess import fit_preprocessing
 from cnnexp.models import create_model, list_models
-from cnnexp.models.registry import model_options
-from cnnexp.training.steps import init_state, make_loss, make_train_step
+from cnnexp.models.registry import accepted_options
+from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.losses import make_loss
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="oneDNN kernels unavailable")
 
@@ -31,8 +32,8 @@ IMPLEMENTATIONS = {"onednn": dict.fromkeys(("conv_impl", "pool_impl", "norm_impl
 
 
 def build(name: str, implementation: str, shape: tuple[int, int, int]) -> nnx.Module:
-    options = {k: v for k, v in SMALL.items() if k in model_options(name)}
-    norm = {"norm": "batch"} if "norm" in model_options(name) else {}  # exercise batch norm where it exists
+    options = {k: v for k, v in SMALL.items() if k in accepted_options(name)}
+    norm = {"norm": "batch"} if "norm" in accepted_options(name) else {}  # exercise batch norm where it exists
     return create_model(name, {**options, **norm, **IMPLEMENTATIONS[implementation]}, input_shape=shape,
                         num_classes=10, rngs=nnx.Rngs(0))
 

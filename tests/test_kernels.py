@@ -17,10 +17,9 @@ from conftest import TINY, read_summary, run_dirs
 from omegaconf import OmegaConf
 
 from cnnexp import kernels
-from cnnexp.config import config_fingerprint
+from cnnexp.runs.fingerprint import config_fingerprint
 from cnnexp.kernels import library
-from cnnexp.models.layers import pool2d as layers_pool2d
-from cnnexp.models.layers import resolve_padding
+from cnnexp.models.layers import pool2d as layers_pool2d, resolve_padding
 
 RTOL = 1e-4  # float32: relative to the largest magnitude of the reference
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import TINY, read_summary, run_dirs
 
-from cnnexp.training.steps import make_loss
+from cnnexp.training.losses import make_loss
 
 LOGITS = jnp.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
 LABELS = jnp.array([0, 1])
@@ -44,4 +44,6 @@ def test_a_run_trained_with_mse_learns_and_logs_mse(cnnexp, tmp_path):
 
 def test_unknown_loss_is_a_config_error(cnnexp):
     result = cnnexp("train", *TINY, "loss=hinge")
-    assert result.returncode == 2 and "loss/hinge" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "unknown loss=hinge; choose one of cross_entropy, mse" in result.stderr
+    assert "search path" not in result.stderr.lower()

@@ -16,9 +16,10 @@ from omegaconf import OmegaConf
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model, list_models
-from cnnexp.models.registry import model_options
+from cnnexp.models.registry import accepted_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
-from cnnexp.training.steps import init_state, make_loss, make_train_step
+from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.losses import make_loss
 
 CONF_MODEL = Path(__file__).parent.parent / "conf" / "model"
 SHAPE = (8, 8, 1)  # the bundled digits
@@ -38,7 +39,7 @@ FEWER_LAYERS = {"densenet": {"block_layers": [2, 2, 2]}}
 
 
 def small_options(name: str) -> dict:
-    return {**({"width": 0.25} if "width" in model_options(name) else {}), **FEWER_LAYERS.get(name, {})}
+    return {**({"width": 0.25} if "width" in accepted_options(name) else {}), **FEWER_LAYERS.get(name, {})}
 
 
 def build(name: str, shape=SHAPE, seed: int = 0, **options) -> nnx.Module:
@@ -116,7 +117,7 @@ def test_checkpoint_round_trips_params_and_model_state(name, tmp_path):
     assert jax.tree.all(jax.tree.map(np.array_equal, plain(state), plain(restored)))
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if "norm" in model_options(n)])
+@pytest.mark.parametrize("name", [n for n in list_models() if "norm" in accepted_options(n)])
 def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them(name):
     model = build(name, norm="batch")
     stats = lambda: plain(nnx.state(model, nnx.BatchStat))  # noqa: E731
@@ -131,7 +132,7 @@ def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them(name):
     assert not jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if "dropout" in model_options(n)])
+@pytest.mark.parametrize("name", [n for n in list_models() if "dropout" in accepted_options(n)])
 def test_dropout_is_random_in_training_mode_only(name):
     model = build(name, dropout=0.5)
     x = jax.random.normal(jax.random.key(4), (4, *SHAPE))
@@ -147,7 +148,7 @@ def test_model_config_lists_every_option_with_the_builders_default(name):
     """conf/model/<name>.yaml is the user's reference: it must match what the builder takes."""
     config = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))
     assert config.pop("name") == name
-    assert sorted(config) == sorted(model_options(name))
+    assert sorted(config) == sorted(accepted_options(name))
     abstract = lambda options: nnx.eval_shape(  # noqa: E731
         lambda: create_model(name, options, input_shape=SHAPE, num_classes=CLASSES, rngs=nnx.Rngs(0))
     )

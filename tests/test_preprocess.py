@@ -11,20 +11,21 @@ import pytest
 from conftest import TINY, assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 from omegaconf import OmegaConf
 
-from cnnexp.cli import compose_config, register_hydra_extensions
+from cnnexp.app.compose import compose_config
+from cnnexp.app.extensions import register_hydra_extensions
 from cnnexp.config import validate_config
 from cnnexp.data import load_dataset, validate_data_options
 from cnnexp.data.dataset import Split, build_dataset
 from cnnexp.data.preprocess import (
-    FILE,
     Preprocessing,
     apply_preprocessing,
     fit_preprocessing,
     load_preprocessing,
     save_preprocessing,
 )
+from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.errors import UserError
-from cnnexp.runs.trained import load_trained_run
+from cnnexp.training.trained_run import load_trained_run
 from cnnexp.training.run import Trainer
 
 # Run with whitening and augmentation: evaluation must see the stored transform and no augmentation.
@@ -118,10 +119,10 @@ def test_the_fit_sees_the_training_part_only(kind):
 @pytest.mark.parametrize("kind", ["standardize", "pca"])
 def test_saved_preprocessing_loads_back_bit_for_bit(tmp_path, kind):
     prep = fit_preprocessing(kind, correlated_images(count=200), epsilon=1e-2)
-    assert load_preprocessing(tmp_path) is None  # a run folder from before preprocessing was stored
-    save_preprocessing(tmp_path, prep)
-    loaded = load_preprocessing(tmp_path)
-    assert loaded.kind == kind and [p.name for p in tmp_path.iterdir()] == [FILE]
+    assert load_preprocessing(tmp_path / PREPROCESSING_FILE) is None  # a run folder from before preprocessing was stored
+    save_preprocessing(tmp_path / PREPROCESSING_FILE, prep)
+    loaded = load_preprocessing(tmp_path / PREPROCESSING_FILE)
+    assert loaded.kind == kind and [p.name for p in tmp_path.iterdir()] == [PREPROCESSING_FILE]
     for field in ("mean", "std", "matrix"):
         want, have = getattr(prep, field), getattr(loaded, field)
         assert (want is None and have is None) or (have.dtype == want.dtype and np.array_equal(have, want))
@@ -133,7 +134,7 @@ def test_saved_preprocessing_loads_back_bit_for_bit(tmp_path, kind):
     ({"whitening_epsilon": "small"}, "invalid data.whitening_epsilon='small'"),
 ])
 def test_bad_preprocess_options_are_one_line_errors(overrides, message):
-    data_cfg = OmegaConf.create({"preprocess": "zca", "whitening_epsilon": 0.01,
+    data_cfg = OmegaConf.create({"val_fraction": 0.1, "preprocess": "zca", "whitening_epsilon": 0.01,
                                  "augment": {"translate": 0, "flip": False, "rotate": 0, "erase": 0.0}} | overrides)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         validate_data_options(data_cfg)
@@ -152,7 +153,7 @@ def zca_run(tmp_path_factory, shared_env) -> Path:
 
 
 def test_the_run_stores_its_fit_on_its_own_training_split(zca_run):
-    stored = load_preprocessing(zca_run)
+    stored = load_preprocessing(zca_run / PREPROCESSING_FILE)
     assert stored.kind == "zca" and stored.matrix.shape == (64, 64) and stored.mean.shape == (8, 8, 1)
     cfg = OmegaConf.load(zca_run / ".hydra" / "config.yaml")
     refitted = load_dataset(cfg.data, cfg.seed).preprocessing
@@ -176,9 +177,9 @@ def test_evaluate_sees_the_stored_transform_and_no_augmentation(zca_run, shared_
 def _altered_copy(run: Path, destination: Path) -> Preprocessing:
     """Copy `run` and shift its stored mean: what reads the file now differs from a fresh fit."""
     shutil.copytree(run, destination, ignore=shutil.ignore_patterns("evaluate"))
-    stored = load_preprocessing(destination)
+    stored = load_preprocessing(destination / PREPROCESSING_FILE)
     altered = Preprocessing(stored.kind, stored.mean + np.float32(0.25), stored.std, stored.matrix)
-    save_preprocessing(destination, altered)
+    save_preprocessing(destination / PREPROCESSING_FILE, altered)
     return altered
 
 
@@ -188,9 +189,9 @@ def test_evaluate_and_visualize_read_the_stored_file_and_older_runs_refit(zca_ru
     np.testing.assert_array_equal(run.preprocessing.mean, altered.mean)
     pixels = np.linspace(0, 1, 2 * 64, dtype=np.float32).reshape(2, 8, 8, 1)
     np.testing.assert_array_equal(run.normalize(pixels), apply_preprocessing(altered, pixels))
-    (tmp_path / "run" / FILE).unlink()  # as a run folder from before the file existed
+    (tmp_path / "run" / PREPROCESSING_FILE).unlink()  # as a run folder from before the file existed
     np.testing.assert_array_equal(load_trained_run(tmp_path / "run", "last").preprocessing.mean,
-                                  load_preprocessing(zca_run).mean)
+                                  load_preprocessing(zca_run / PREPROCESSING_FILE).mean)
 
 
 def _resumed_trainer(run: Path, *overrides: str) -> Trainer:

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY, layer_records, read_summary, run_dirs
 
-from cnnexp.cli import compose_config, register_hydra_extensions
-from cnnexp.config import model_options, validate_config
+from cnnexp.app.compose import compose_config
+from cnnexp.app.extensions import register_hydra_extensions
+from cnnexp.models.registry import options_of
+from cnnexp.config import validate_config
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml"))
 CPU_PRESETS = [p for p in PRESETS if p.endswith("_cpu")]
@@ -30,7 +32,7 @@ def test_preset_composes_and_its_model_builds_for_fashion_mnist(preset):
     needs_a_run = ["init_from=outputs/runs/pretrained"] if preset in (
         "finetune_tune", "finetune_slow_body", "finetune_frozen") else []
     cfg = compose_config("train", [f"experiment={preset}", *needs_a_run], validate_config)
-    records = layer_records(cfg.model.name, model_options(cfg.model), FASHION_MNIST)
+    records = layer_records(cfg.model.name, options_of(cfg.model), FASHION_MNIST)
     assert records[-1].output_shape == (1, 10)
     if preset.endswith("_cpu"):
         full = compose_config("train", [f"experiment={preset.removesuffix('_cpu')}"], validate_config)
@@ -83,7 +85,7 @@ def test_hparams_search_preset_composes_into_an_optuna_search(search):
         if override.value_type is not None and override.value_type.name == "CHOICE_SWEEP":
             for value in override.sweep_string_iterator():  # every choice is valid and its model builds
                 chosen = compose_config("train", [f"hparams_search={search}", f"{key}={value}"], validate_config)
-                records = layer_records(chosen.model.name, model_options(chosen.model), FASHION_MNIST)
+                records = layer_records(chosen.model.name, options_of(chosen.model), FASHION_MNIST)
                 assert records[-1].output_shape == (1, 10)
 
 

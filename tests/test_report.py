@@ -14,8 +14,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from cnnexp.analysis.report import build_report, table_rows, write_report
-from cnnexp.launchers import share_accelerator_between_jobs
+from cnnexp.reports.report import build_report, table_rows, write_report
+from cnnexp.app.launchers import share_accelerator_between_jobs
 
 
 def make_run(folder: Path, overrides: dict, config: dict, summary: dict | None, val_accuracy=()) -> Path:

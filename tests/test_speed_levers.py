@@ -16,7 +16,8 @@ from flax import nnx
 
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model
-from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, make_loss, make_train_step
+from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, make_train_step
+from cnnexp.training.losses import make_loss
 from tests.conftest import assert_one_line_error, read_summary, stable_metrics, train_tiny_run
 
 TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"

@@ -12,7 +12,8 @@ from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
 from cnnexp.models.param_paths import dotted_path
 from cnnexp.models.speednet import Whitening, dirac_init, fit_whitening, patches, whitening_kernel
-from cnnexp.training.steps import init_state, make_loss, make_train_step
+from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.losses import make_loss
 
 SMALL = {"widths": [8, 16]}  # two small conv groups: fast to build and run eagerly
 EPS = 5e-4

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cnnexp.analysis import render, summarize_model, summarize_module
-from cnnexp.analysis.model_summary import check_output_size
+from cnnexp.inspection import render, summarize_model, summarize_module
+from cnnexp.inspection.model_summary import check_output_size
 from cnnexp.models import count_params, create_model, list_models, recording
 from cnnexp.models.layers import AdaptiveAvgPool, Conv2d, Dense, GlobalPool, Pool2d
 from cnnexp.models.recording import LayerRecord
@@ -236,7 +236,7 @@ def test_command_reads_only_the_declared_shape_of_unprepared_tfds_data(cnnexp):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model=nope"], "Could not find 'model/nope'"),
+        (["model=nope"], "unknown model=nope; choose one of alexnet"),
         (["format=xml"], "invalid format='xml'"),
         (["input_shape=[0,5]"], "invalid input_shape=[0, 5]"),
         (["num_classes=0", "input_shape=[8,8,1]"], "invalid num_classes=0"),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import TINY, cnnexp_executable, read_summary, run_dirs
 
-from cnnexp.analysis.publish import main as publish
+from cnnexp.reports.publish import main as publish
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from conftest import assert_one_line_error, cnnexp_executable, read_summary, tra
 from flax import nnx
 
 from cnnexp.models import create_model, list_models
-from cnnexp.runs.trained import load_trained_run
+from cnnexp.training.trained_run import load_trained_run
 from cnnexp.visualize.maximize import Regularizers, Settings, Target, maximize, unit_statistics
 from cnnexp.visualize.probe import Probe, conv_stages, hidden_dense, list_layers, select_layers
 from cnnexp.visualize.synthesis import ImageParam, Transforms

@@ -11,19 +11,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp import kernels
-from cnnexp.config import model_options
 from cnnexp.data import ImageDataset
-from cnnexp.models import count_params, create_model
-from cnnexp.models.layers import resolved_impls
-from cnnexp.models.param_paths import leaf_paths, output_layer
-from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
-from cnnexp.training.parallel import data_parallel
-from cnnexp.training.run import configured_steps, fit_to_training_data
-from cnnexp.training.steps import COMPUTE_DTYPES, LeafStep, epoch_order, init_state
+from cnnexp.training.builder import build_experiment, fit_to_training_data
+from cnnexp.training.parallel import trainer_parallel
+from cnnexp.training.steps import LeafStep, epoch_order
 
 
 @dataclass
@@ -54,6 +48,7 @@ class _TrainProgram:
     step: LeafStep
     args: tuple  # the state and the data; the batch index follows
     params: int
+    kernels: dict[str, str]
     parallel: Any
     eval_fn: Any
     place: Any
@@ -61,39 +56,25 @@ class _TrainProgram:
 
 
 def _train_program(cfg: DictConfig, data: ImageDataset) -> _TrainProgram:
-    """Model, optimizer, state and step functions of `cfg`, as `Trainer.build` makes them."""
-    trainer = cfg.trainer
-    batch = trainer.batch_size
-    model = create_model(cfg.model.name, model_options(cfg.model), input_shape=data.input_shape,
-                         num_classes=data.num_classes, rngs=nnx.Rngs(cfg.seed))
-    preprocessing = data.preprocessing
-    fit_to_training_data(model, data.train.images, preprocessing)
-    groups = param_groups(cfg.optim.get("groups"), leaf_paths(nnx.state(model, nnx.Param)),
-                          output_layer(model, data.input_shape))
-    steps_per_epoch = len(data.train) // batch
-    tx = build_optimizer(cfg.optim, build_schedule(cfg.schedule, cfg.optim.lr, 10 * steps_per_epoch, steps_per_epoch),
-                         groups)
-    model.train()
-    train_graphdef, state = init_state(model, tx, ema=trainer.ema_decay is not None)
-    model.eval()
-    eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
-    parallel = data_parallel(trainer.devices, {"trainer.batch_size": batch,
-                                               "trainer.eval_batch_size": trainer.eval_batch_size})
+    """Model, optimizer, state and step functions of `cfg`, from the builder `cnnexp train` uses."""
+    steps_per_epoch = len(data.train) // cfg.trainer.batch_size
+    parallel = trainer_parallel(cfg.trainer)
+    experiment = build_experiment(
+        cfg, data.input_shape, data.num_classes, steps_per_epoch=steps_per_epoch, parallel=parallel,
+        initialize=lambda model, _: fit_to_training_data(model, data.train.images, data.preprocessing))
     place = jax.device_put if parallel is None else parallel.replicate
-    batch_sharding = None if parallel is None else parallel.batch
-    state, preprocessing = place(state), place(preprocessing)
+    state, preprocessing = place(experiment.state), place(data.preprocessing)
     images, labels = place(data.train.images), place(data.train.labels)
     order = place(epoch_order(jax.random.key(cfg.seed), 0, len(data.train)))
-    train_fn, eval_fn = configured_steps(cfg, data.input_shape, train_graphdef, eval_graphdef, tx, batch_sharding)
-    return _TrainProgram(LeafStep(train_fn, state), (state, images, labels, preprocessing, order),
-                         count_params(model), parallel, eval_fn, place, steps_per_epoch)
+    return _TrainProgram(LeafStep(experiment.train_step, state), (state, images, labels, preprocessing, order),
+                         experiment.params, experiment.kernels, parallel, experiment.eval_step, place, steps_per_epoch)
 
 
 def _xla_flops(cfg: DictConfig, data: ImageDataset, program: _TrainProgram) -> float | None:
     """FLOPs of one train step. XLA's cost analysis does not see inside the oneDNN kernels' custom
     calls, so where they run the count comes from the same step lowered with XLA's layers."""
     kinds = ("conv", "pool", "norm")
-    if "onednn" not in resolved_impls(model_options(cfg.model), COMPUTE_DTYPES[cfg.trainer.precision]).values():
+    if "onednn" not in program.kernels.values():
         flops = _flops(program.step.lower(*program.args, np.int32(0)))
     else:
         xla_layers = OmegaConf.merge(cfg, {"model": {f"{kind}_impl": "library" for kind in kinds}})

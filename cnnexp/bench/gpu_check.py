@@ -178,9 +178,9 @@ def _train(stage: Stage, small: bool, data_args: list[str], outputs: Path, deadl
 
 def _training_section(rows: list[dict], doc: Path, small: bool) -> None:
     """docs/bench.md's GPU training section: what each brief training measured."""
-    from cnnexp.analysis.publish import markers, replace_section  # installed by now
-    from cnnexp.bench.command import DOC_HEADER
-    from cnnexp.analysis.report import markdown_table
+    from cnnexp.bench.runner import DOC_HEADER
+    from cnnexp.reports.publish import markers, replace_section  # installed by now
+    from cnnexp.reports.report import markdown_table
     from cnnexp.runs.summary import environment
 
     def cell(value, digits: int = 1) -> str:

@@ -37,8 +37,9 @@ from cnnexp.models import create_model, list_models
 from cnnexp.models.layers import conv2d, pool2d
 from cnnexp.runs.naming import unique_name
 from cnnexp.runs.summary import environment
+from cnnexp.training.losses import make_loss
 from cnnexp.training.optim import build_optimizer
-from cnnexp.training.steps import init_state, make_loss, make_train_step
+from cnnexp.training.steps import init_state, make_train_step
 
 OUTPUT_DIR = Path("outputs/bench/layers")
 SIDES = ("library", "reference")

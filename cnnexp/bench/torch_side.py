@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from cnnexp.bench.torch_models import UnsupportedReference, reference_model
-from cnnexp.config import model_options
 from cnnexp.data import ImageDataset
 from cnnexp.data.preprocess import Preprocessing
+from cnnexp.models import options_of
 
 # Preprocessings that are an affine map per channel, which the reference applies as (x - mean) / std.
 AFFINE_PREPROCESSING = ("none", "center", "standardize")
@@ -72,7 +72,7 @@ def reference_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_bat
         raise UnsupportedReference(reason)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
-    model = reference_model(cfg.model.name, model_options(cfg.model), input_shape=data.input_shape,
+    model = reference_model(cfg.model.name, options_of(cfg.model), input_shape=data.input_shape,
                             num_classes=data.num_classes).to(device, memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     optimizer = _optimizer(cfg, model)

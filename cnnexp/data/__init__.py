@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cnnexp.checks import check_values, is_number
 from cnnexp.data.augment import validate_augment_options
 from cnnexp.data.dataset import ImageDataset, Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
 from cnnexp.data.preprocess import validate_preprocess_options
 from cnnexp.data.subsets import class_indices, label_fraction, select_classes
 from cnnexp.data.tfds_source import load_tfds_splits, tfds_signature
+from cnnexp.errors import UserError
 
 __all__ = ["ImageDataset", "Split", "dataset_signature", "load_dataset", "validate_data_options"]
 
@@ -41,7 +43,18 @@ def load_dataset(data_cfg: DictConfig, seed: int) -> ImageDataset:
 
 
 def validate_data_options(data_cfg: DictConfig) -> None:
-    """data.preprocess and data.augment, checked before anything is loaded."""
+    """The `data` group's values, checked before anything is loaded (which classes exist, and
+    whether the batch fits the split, only once the dataset is there)."""
+    check_values([
+        ("data.val_fraction", data_cfg.val_fraction, lambda v: is_number(v) and 0 < v < 1,
+         "a number strictly between 0 and 1"),
+        ("data.train_fraction", data_cfg.get("train_fraction", 1.0), lambda v: is_number(v) and 0 < v <= 1,
+         "a number in (0, 1]"),
+    ])
+    classes = data_cfg.get("classes")
+    if classes is not None and not OmegaConf.is_list(classes):
+        raise UserError(f"invalid data.classes={classes!r}: must be a list of class indices or names, "
+                        f"e.g. data.classes=[0,1,2]")
     validate_preprocess_options(data_cfg)
     validate_augment_options(data_cfg.augment)
 

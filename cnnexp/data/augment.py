@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
-from cnnexp.config import check_values, is_number
+from cnnexp.checks import check_values, is_integer, is_number
 from cnnexp.data.transforms import warp
 from cnnexp.errors import UserError
 
@@ -36,8 +36,7 @@ def validate_augment_options(augment_cfg: DictConfig) -> None:
     """data.augment's values, checked before any data is loaded (translate against the image size:
     make_augment)."""
     check_values([
-        ("data.augment.translate", augment_cfg.translate,
-         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0 (pixels)"),
+        ("data.augment.translate", augment_cfg.translate, lambda v: is_integer(v) and v >= 0, "an integer >= 0 (pixels)"),
         ("data.augment.flip", augment_cfg.flip, lambda v: isinstance(v, bool), "true or false"),
         ("data.augment.rotate", augment_cfg.rotate, lambda v: is_number(v) and 0 <= v <= 180,
          "a number of degrees in [0, 180]"),

@@ -2,8 +2,9 @@
 mean subtraction, normalization, PCA and whitening).
 
 It is fitted on the training split only (validation and test images never shape it), saved in
-the run folder before training starts, and read back from there by resume, evaluate and
-visualize, so every one of them feeds the model exactly what it was trained on.
+the run folder before training starts (`runs.layout.PREPROCESSING_FILE`), and read back from
+there by resume, evaluate and visualize, so every one of them feeds the model exactly what it
+was trained on.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig
 
-from cnnexp.config import check_values, is_number
+from cnnexp.checks import check_values, is_number
 from cnnexp.errors import UserError
 
 # none: pixels in [0, 1]; center: minus the per-channel mean; standardize: per-channel mean 0 and
 # std 1; pca: decorrelated principal components; zca: whitened images that still look like images.
 PREPROCESSING = ("none", "center", "standardize", "pca", "zca")
-FILE = "preprocessing.npz"
 _CHUNK = 4096  # images per covariance update: bounds the float64 copy (CIFAR: 100 MB a chunk)
 
 
@@ -102,9 +102,8 @@ def apply_preprocessing(prep: Preprocessing, pixels: jax.Array) -> jax.Array:
     return flat.reshape(x.shape)
 
 
-def save_preprocessing(run_dir: Path, prep: Preprocessing) -> None:
-    """Store `prep` in the run folder (via a temporary file, so a kill never leaves half of it)."""
-    target = Path(run_dir) / FILE
+def save_preprocessing(target: Path, prep: Preprocessing) -> None:
+    """Store `prep` as an .npz file (via a temporary file, so a kill never leaves half of it)."""
     temporary = target.with_suffix(".tmp.npz")
     arrays = {"kind": np.array(prep.kind), "mean": prep.mean, "std": prep.std}
     if prep.matrix is not None:
@@ -113,9 +112,9 @@ def save_preprocessing(run_dir: Path, prep: Preprocessing) -> None:
     os.replace(temporary, target)
 
 
-def load_preprocessing(run_dir: Path) -> Preprocessing | None:
-    """The preprocessing stored in a run folder, bit for bit; None for a run from before it was stored."""
-    path = Path(run_dir) / FILE
+def load_preprocessing(path: Path) -> Preprocessing | None:
+    """The preprocessing stored at `path`, bit for bit; None when there is none (a run from before
+    preprocessing was stored)."""
     if not path.is_file():
         return None
     with np.load(path) as stored:

@@ -11,6 +11,6 @@ from cnnexp.models import (
     speednet,  # noqa: F401  (registers "speednet")
     vgg,  # noqa: F401  (registers "vgg")
 )
-from cnnexp.models.registry import count_params, create_model, list_models, register_model
+from cnnexp.models.registry import accepted_options, count_params, create_model, list_models, options_of, register_model
 
-__all__ = ["count_params", "create_model", "list_models", "register_model"]
+__all__ = ["accepted_options", "count_params", "create_model", "list_models", "options_of", "register_model"]

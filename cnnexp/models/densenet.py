@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnexp.config import is_number, is_positive_int
+from cnnexp.checks import is_number, is_positive_int
 from cnnexp.errors import UserError
 from cnnexp.models.layers import (
     Dense,

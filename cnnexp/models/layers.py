@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnnexp import kernels
-from cnnexp.config import is_number
+from cnnexp.checks import is_number
 from cnnexp.errors import UserError
 from cnnexp.models import recording, reference_ops
 

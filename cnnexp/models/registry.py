@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 from flax import nnx
+from omegaconf import OmegaConf
 
 from cnnexp.errors import UserError
 from cnnexp.models.layers import LayerOptions
@@ -63,9 +64,15 @@ def register_model(
     return decorate
 
 
-def model_options(name: str) -> list[str]:
+def accepted_options(name: str) -> list[str]:
     """The option names `model=<name>` accepts (shared layer options first)."""
     return _entry(name).options()
+
+
+def options_of(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a composed `model` config group sets, as create_model takes them: all but the name."""
+    container = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else model_cfg
+    return {k: v for k, v in container.items() if k != "name"}
 
 
 def _entry(name: str) -> _Entry:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cnnexp.config import is_number
+from cnnexp.checks import is_number
 from cnnexp.errors import UserError
 from cnnexp.models import recording
 from cnnexp.models.layers import (

@@ -13,8 +13,9 @@ import orbax.checkpoint as ocp
 
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path
+from cnnexp.runs.layout import CHECKPOINT_KINDS, CHECKPOINTS_DIR
 
-CHECKPOINTS_DIR = "checkpoints"
+BEST, LAST = CHECKPOINT_KINDS
 
 
 def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
@@ -30,8 +31,8 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: Path, keep: int):
         self.root = run_dir / CHECKPOINTS_DIR
-        self.last = _manager(self.root / "last", keep)
-        self.best = _manager(self.root / "best", 1)
+        self.last = _manager(self.root / LAST, keep)
+        self.best = _manager(self.root / BEST, 1)
 
     def save(self, state: Any, meta: dict[str, Any], *, best: bool) -> None:
         """Save `state` as the newest checkpoint (and as the best one if `best`); asynchronous."""

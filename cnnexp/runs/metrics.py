@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from cnnexp.runs.layout import METRICS_FILE, TENSORBOARD_DIR
+
 _SCALARS = ("loss", "accuracy", "lr", "images_per_s")
 
 

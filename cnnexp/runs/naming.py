@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import secrets
 import time
@@ -18,8 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnexp.errors import UserError
-
-SUMMARY_FILE = "summary.json"
+from cnnexp.runs.summary import read_summary
 
 
 @functools.cache
@@ -65,14 +63,6 @@ def register_resolvers() -> None:
     """Make `${cnnexp_run_dir:...}` and `${cnnexp_sweep_name:}` available to configs (idempotent)."""
     OmegaConf.register_new_resolver("cnnexp_run_dir", run_dir_for, replace=True)
     OmegaConf.register_new_resolver("cnnexp_sweep_name", sweep_name, replace=True)
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    """The run's summary.json, or None if it has none or it cannot be read."""
-    try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def find_latest_run(runs_dir: Path, fingerprint: str) -> Path:

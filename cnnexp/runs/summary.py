@@ -1,4 +1,5 @@
-"""summary.json: the one file that says how a run went, rewritten atomically as it progresses."""
+"""summary.json: the one file that says how a run went, rewritten atomically as it progresses;
+reading and writing it, and the values of it that `objective=` may name."""
 
 from __future__ import annotations
 
@@ -13,9 +14,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp import kernels
-from cnnexp.runs.naming import SUMMARY_FILE, read_summary
+from cnnexp.errors import UserError
+from cnnexp.runs.layout import SUMMARY_FILE
 
+# What `objective=` may name: summary.json values the train task returns to Hydra's sweepers,
+# with the direction an optimizer should push them.
+OBJECTIVES = {
+    "best_val_accuracy": "maximize",
+    "final_val_accuracy": "maximize",
+    "test_accuracy": "maximize",
+    "test_loss": "minimize",
+}
 _VERSIONED = ("cnnexp", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "tensorflow-datasets")
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The run's summary.json, or None if it has none or it cannot be read."""
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -40,6 +58,14 @@ def record_early_failure(run_dir: Path, cfg: DictConfig, error: BaseException) -
         "seed": OmegaConf.select(cfg, "seed"),
         "run_dir": str(run_dir),
     })
+
+
+def objective_direction(objective: str) -> str:
+    """"maximize" or "minimize" for a valid `objective=`; a UserError listing the valid ones otherwise."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"invalid objective={objective!r}: the train task reports "
+                        f"{', '.join(OBJECTIVES)} (best_val_accuracy unless you have a reason)")
+    return OBJECTIVES[objective]
 
 
 def environment() -> dict[str, Any]:

@@ -18,11 +18,11 @@ from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import OUTPUT_ALIAS, dotted_path, matches
-from cnnexp.runs.checkpoints import CHECKPOINTS_DIR, read_weights
+from cnnexp.runs.checkpoints import read_weights
+from cnnexp.runs.layout import CHECKPOINT_KINDS, CHECKPOINTS_DIR, CONFIG_FILE, is_run_folder
 
 log = logging.getLogger("cnnexp.train")
 
-_RUN_CONFIG = Path(".hydra") / "config.yaml"
 _SHOWN = 8  # paths listed per kind in the log and in errors
 
 
@@ -45,11 +45,11 @@ class InitReport:
 def resolve_source(init_from: str) -> tuple[Path, str]:
     """(run folder, best|last) for `init_from`: a run folder means its best checkpoint."""
     path = Path(init_from).expanduser()
-    if (path / _RUN_CONFIG).is_file():
+    if is_run_folder(path):
         return path, "best"
-    if path.name in ("best", "last") and path.parent.name == CHECKPOINTS_DIR:
+    if path.name in CHECKPOINT_KINDS and path.parent.name == CHECKPOINTS_DIR:
         return path.parent.parent, path.name
-    raise UserError(f"init_from={init_from}: not a run folder (no {_RUN_CONFIG}) nor "
+    raise UserError(f"init_from={init_from}: not a run folder (no {CONFIG_FILE}) nor "
                     f"<run>/{CHECKPOINTS_DIR}/best or /last")
 
 

@@ -8,9 +8,12 @@ import jax
 import optax
 from omegaconf import DictConfig
 
-from cnnexp.config import REST_GROUP
+from cnnexp.checks import check_choice
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path, matches
+
+# The optimizer group of parameters that no `optim.groups` entry names (full rate).
+REST_GROUP = "rest"
 
 
 def _weights_only(params):
@@ -18,44 +21,73 @@ def _weights_only(params):
     return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
 
 
+def _constant(cfg: DictConfig, base_lr: float, steps: int, warmup: int, total: int) -> optax.Schedule:  # noqa: ARG001
+    return optax.constant_schedule(base_lr)
+
+
+def _cosine(cfg: DictConfig, base_lr: float, steps: int, warmup: int, total: int) -> optax.Schedule:  # noqa: ARG001
+    return optax.cosine_decay_schedule(base_lr, steps, alpha=cfg.final_lr_fraction)
+
+
+def _onecycle(cfg: DictConfig, base_lr: float, steps: int, warmup: int, total: int) -> optax.Schedule:  # noqa: ARG001
+    """A straight line down to `final_lr_fraction` of the rate, as the speed records use."""
+    return optax.linear_schedule(base_lr, base_lr * cfg.final_lr_fraction, steps)
+
+
+def _step(cfg: DictConfig, base_lr: float, steps: int, warmup: int, total: int) -> optax.Schedule:  # noqa: ARG001
+    """Multiplied by `gamma` at each milestone (a fraction of the whole run)."""
+    boundaries = {int(round(m * total)) - warmup: cfg.gamma for m in cfg.milestones}
+    return optax.piecewise_constant_schedule(base_lr, {b: g for b, g in boundaries.items() if b > 0})
+
+
+# schedule.name -> f(schedule config, base rate, steps after warmup, warmup steps, total steps)
+SCHEDULES = {"constant": _constant, "cosine": _cosine, "onecycle": _onecycle, "step": _step}
+
+
 def build_schedule(schedule_cfg: DictConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """Learning rate per step: linear warmup over `warmup_epochs`, then constant, cosine, step or
-    onecycle (a straight line down to `final_lr_fraction` of the rate, as the speed records use)."""
+    """Learning rate per step: linear warmup over `warmup_epochs`, then the SCHEDULES entry."""
+    check_choice("schedule.name", schedule_cfg.name, SCHEDULES)
     warmup = min(int(round(schedule_cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
-    remaining = total_steps - warmup
-    name = schedule_cfg.name
-    if name == "constant":
-        after = optax.constant_schedule(base_lr)
-    elif name == "cosine":
-        after = optax.cosine_decay_schedule(base_lr, remaining, alpha=schedule_cfg.final_lr_fraction)
-    elif name == "onecycle":
-        after = optax.linear_schedule(base_lr, base_lr * schedule_cfg.final_lr_fraction, remaining)
-    elif name == "step":
-        boundaries = {int(round(m * total_steps)) - warmup: schedule_cfg.gamma for m in schedule_cfg.milestones}
-        after = optax.piecewise_constant_schedule(base_lr, {b: g for b, g in boundaries.items() if b > 0})
-    else:
-        raise UserError(f"unknown schedule {name!r}; choose constant, cosine, onecycle or step")
+    after = SCHEDULES[schedule_cfg.name](schedule_cfg, base_lr, total_steps - warmup, warmup, total_steps)
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), after], [warmup])
 
 
+def _sgd(cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:  # noqa: ARG001
+    return optax.sgd(schedule)
+
+
+def _momentum(cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.sgd(schedule, momentum=cfg.momentum)
+
+
+def _nesterov(cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.sgd(schedule, momentum=cfg.momentum, nesterov=True)
+
+
+def _adam(cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
+
+
+def _adamw(cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.get("weight_decay", 0.0), mask=_weights_only)
+
+
+# optim.name -> f(optim config, schedule)
+OPTIMIZERS = {"sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "adam": _adam, "adamw": _adamw}
+# Those whose weight decay is their own (decoupled); for the others `optim.weight_decay` is an L2
+# penalty added to the gradient (classic "weight decay" for SGD and Adam).
+DECOUPLED_DECAY = frozenset({"adamw"})
+
+
 def _base_optimizer(optim_cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
     """The Optax transformation for `optim.name`, stepping its rate along `schedule`."""
-    name, decay = optim_cfg.name, optim_cfg.get("weight_decay", 0.0)
-    # L2 penalty added to the gradient (classic "weight decay" for SGD and Adam).
-    l2 = [optax.add_decayed_weights(decay, mask=_weights_only)] if decay and name != "adamw" else []
-    if name == "sgd":
-        update = optax.sgd(schedule)
-    elif name in ("momentum", "nesterov"):
-        update = optax.sgd(schedule, momentum=optim_cfg.momentum, nesterov=name == "nesterov")
-    elif name == "adam":
-        update = optax.adam(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2)
-    elif name == "adamw":
-        update = optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, weight_decay=decay, mask=_weights_only)
-    else:
-        raise UserError(f"unknown optim {name!r}; choose sgd, momentum, nesterov, adam or adamw")
-    return optax.chain(*l2, update)
+    check_choice("optim.name", optim_cfg.name, OPTIMIZERS)
+    decay = optim_cfg.get("weight_decay", 0.0)
+    coupled = decay and optim_cfg.name not in DECOUPLED_DECAY
+    l2 = [optax.add_decayed_weights(decay, mask=_weights_only)] if coupled else []
+    return optax.chain(*l2, OPTIMIZERS[optim_cfg.name](optim_cfg, schedule))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from omegaconf import DictConfig
 
 from cnnexp.errors import UserError
 
@@ -45,3 +46,9 @@ def data_parallel(devices: str | int, batch_sizes: dict[str, int]) -> DataParall
                             f"(use a multiple of {count}, or trainer.devices=1)")
     mesh = Mesh(available[:count], (BATCH_AXIS,))
     return DataParallel(NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
+
+
+def trainer_parallel(trainer_cfg: DictConfig) -> DataParallel | None:
+    """`data_parallel` for the `trainer` group: its devices, its train and eval batch sizes."""
+    return data_parallel(trainer_cfg.devices, {"trainer.batch_size": trainer_cfg.batch_size,
+                                               "trainer.eval_batch_size": trainer_cfg.eval_batch_size})

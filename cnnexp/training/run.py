@@ -12,47 +12,31 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from omegaconf import DictConfig
 
-from cnnexp.config import REST_GROUP, model_options, validate_config
 from cnnexp.console import print_summary, training_progress
 from cnnexp.data import Split, load_dataset
-from cnnexp.data.augment import make_augment
-from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing, save_preprocessing
+from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
-from cnnexp.models import count_params, create_model
-from cnnexp.models.layers import resolved_impls
-from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
+from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.runs.metrics import MetricsLog
-from cnnexp.runs.naming import read_summary
-from cnnexp.runs.summary import environment, write_summary
+from cnnexp.runs.summary import environment, read_summary, write_summary
+from cnnexp.training.builder import build_experiment, fit_to_training_data
 from cnnexp.training.init_from import initialize_from, resolve_source
-from cnnexp.training.optim import build_optimizer, build_schedule, param_groups
-from cnnexp.training.parallel import data_parallel
-from cnnexp.training.steps import (
-    COMPUTE_DTYPES,
-    LeafStep,
-    epoch_order,
-    evaluated_params,
-    init_state,
-    make_eval_step,
-    make_loss,
-    make_train_step,
-    to_pixels,
-)
+from cnnexp.training.optim import REST_GROUP
+from cnnexp.training.parallel import trainer_parallel
+from cnnexp.training.steps import LeafStep, epoch_order, evaluated_params
 
 log = logging.getLogger("cnnexp.train")
-# Training images that data-dependent layers (`model.fit_to_data`) are fitted on.
-DATA_FIT_SAMPLE = 5000
 
 
 @dataclass(frozen=True)
@@ -92,32 +76,6 @@ class _InterruptFlag:
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
-
-
-def configured_steps(cfg: DictConfig, input_shape: tuple[int, int, int], train_graphdef: nnx.GraphDef,
-                     eval_graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                     batch_sharding: jax.sharding.Sharding | None) -> tuple[Callable, Callable]:
-    """The (not yet jitted) train and eval steps `cfg` asks for: its loss, augmentation, precision,
-    moving average and test-time flip. `cnnexp train` and `cnnexp bench` both build them here."""
-    trainer = cfg.trainer
-    train_step = make_train_step(
-        train_graphdef, tx, batch_size=trainer.batch_size, loss=make_loss(cfg.loss.name, cfg.loss.label_smoothing),
-        augment=make_augment(cfg.data.augment, input_shape), seed=cfg.seed,
-        precision=trainer.precision, ema_decay=trainer.ema_decay, batch_sharding=batch_sharding,
-    )
-    eval_step = make_eval_step(
-        eval_graphdef, batch_size=trainer.eval_batch_size, loss=make_loss(cfg.loss.name),
-        precision=trainer.precision, tta_flip=trainer.tta_flip, batch_sharding=batch_sharding,
-    )
-    return train_step, eval_step
-
-
-def fit_to_training_data(model: nnx.Module, images: np.ndarray, preprocessing: Preprocessing) -> None:
-    """Start data-dependent layers (speednet's patch whitening: models with a `fit_to_data`
-    method) from a sample of the preprocessed training images; other models are left alone."""
-    if hasattr(model, "fit_to_data"):
-        sample = jnp.asarray(images[:DATA_FIT_SAMPLE])
-        model.fit_to_data(np.asarray(apply_preprocessing(preprocessing, to_pixels(sample))))
 
 
 class Trainer:
@@ -163,32 +121,19 @@ class Trainer:
         preprocessing = self._preprocessing()
         self.summary["preprocess"] = preprocessing.kind
 
-        options = model_options(cfg.model)
-        model = create_model(
-            cfg.model.name, options, input_shape=self.data.input_shape,
-            num_classes=self.data.num_classes, rngs=nnx.Rngs(cfg.seed),
-        )
-        self.summary["params"] = count_params(model)
-        self.summary["kernels"] = resolved_impls(options, COMPUTE_DTYPES[trainer.precision])
-        log.info("kernels: %s", ", ".join(f"{kind} {impl}" for kind, impl in self.summary["kernels"].items()))
-        if not cfg.resume and not cfg.init_from:
-            fit_to_training_data(model, self.data.train.images, preprocessing)
-        output = output_layer(model, self.data.input_shape)
-        if cfg.init_from:
-            self.summary["init_from"] = initialize_from(
-                model, cfg.init_from, output=output, reinit=list(cfg.init_from_reinit), strict=cfg.init_from_strict,
-            ).as_record()
-        groups = param_groups(cfg.optim.get("groups"), leaf_paths(nnx.state(model, nnx.Param)), output)
+        self.parallel = trainer_parallel(trainer)
+        experiment = build_experiment(cfg, self.data.input_shape, self.data.num_classes,
+                                      steps_per_epoch=self.steps_per_epoch,
+                                      initialize=partial(self._initialize, preprocessing), parallel=self.parallel)
+        self.schedule, self.state = experiment.schedule, experiment.state
+        self.summary["params"] = experiment.params
+        self.summary["kernels"] = experiment.kernels
+        log.info("kernels: %s", ", ".join(f"{kind} {impl}" for kind, impl in experiment.kernels.items()))
+        groups = experiment.param_groups
         self.summary["param_groups"] = {g.name: {"lr_scale": g.lr_scale, "params": list(g.paths)} for g in groups}
         if len(groups) > 1 or groups[0].name != REST_GROUP:
             log.info("optimizer groups: %s", ", ".join(
                 f"{g.name} x{g.lr_scale:g} ({len(g.paths)} tensors)" for g in groups))
-        self.schedule = build_schedule(cfg.schedule, cfg.optim.lr, self.total_steps, self.steps_per_epoch)
-        tx = build_optimizer(cfg.optim, self.schedule, groups)
-        model.train()
-        train_graphdef, self.state = init_state(model, tx, ema=trainer.ema_decay is not None)
-        model.eval()
-        eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
 
         self.checkpoints = RunCheckpoints(run_dir, trainer.checkpoint_keep)
         self.meta = {"step": 0, "epoch": 0, "best_val_accuracy": None, "best_epoch": None,
@@ -202,8 +147,6 @@ class Trainer:
                                 best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
 
-        self.parallel = data_parallel(trainer.devices, {"trainer.batch_size": self.batch_size,
-                                                        "trainer.eval_batch_size": self.eval_batch_size})
         place = jax.device_put if self.parallel is None else self.parallel.replicate
         if self.parallel is not None:
             log.info("data parallel over %d devices", self.parallel.device_count)
@@ -213,17 +156,14 @@ class Trainer:
         self.train_labels = place(self.data.train.labels)
         self.eval_splits = {"val": self._to_device(self.data.val, place), "test": self._to_device(self.data.test, place)}
         self.shuffle_key = jax.random.key(cfg.seed)
-        batch_sharding = None if self.parallel is None else self.parallel.batch
 
         compile_start = time.perf_counter()
         order = jax.jit(epoch_order, static_argnums=2)
         self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
-        train_step, eval_step = configured_steps(cfg, self.data.input_shape, train_graphdef, eval_graphdef, tx,
-                                                 batch_sharding)
         example_order = jnp.zeros(len(self.data.train), jnp.int32)
-        self.train_step = LeafStep(train_step, self.state).compile(
+        self.train_step = LeafStep(experiment.train_step, self.state).compile(
             self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
-        eval_step = jax.jit(eval_step)
+        eval_step = jax.jit(experiment.eval_step)
         self.eval_steps = {
             name: eval_step.lower(
                 jnp.zeros(3), evaluated_params(self.state), self.state.model_state, split.images, split.labels,
@@ -234,23 +174,34 @@ class Trainer:
         self.summary["compile_time_s"] = time.perf_counter() - compile_start
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
 
+    def _initialize(self, preprocessing: Preprocessing, model: nnx.Module, output: str) -> None:
+        """A fresh run fits data-dependent layers; fine-tuning loads what fits of `init_from`; a
+        resumed run keeps the fresh weights, which its checkpoint replaces."""
+        cfg = self.cfg
+        if cfg.init_from:
+            self.summary["init_from"] = initialize_from(
+                model, cfg.init_from, output=output, reinit=list(cfg.init_from_reinit), strict=cfg.init_from_strict,
+            ).as_record()
+        elif not cfg.resume:
+            fit_to_training_data(model, self.data.train.images, preprocessing)
+
     def _preprocessing(self) -> Preprocessing:
         """The run's input transform. Resuming: the one stored in the run folder, so training goes on
         with bit for bit the inputs its checkpoints saw. Fine-tuning (`init_from`): the source run's,
         so the reused layers see inputs like those they learned from. Otherwise the one fitted on
         this run's training split. Stored for resume, evaluate and visualize."""
         cfg = self.cfg
-        if cfg.resume and (stored := load_preprocessing(self.run_dir)) is not None:
+        if cfg.resume and (stored := load_preprocessing(self.run_dir / PREPROCESSING_FILE)) is not None:
             return _same_kind(stored, cfg.data.preprocess, f"{self.run_dir} was trained with")
         chosen = self.data.preprocessing
         if cfg.init_from:
             source_dir, _ = resolve_source(cfg.init_from)
-            source = load_preprocessing(source_dir)
+            source = load_preprocessing(source_dir / PREPROCESSING_FILE)
             if source is None:
                 log.warning("%s stores no preprocessing (an older run): fitting this run's own", source_dir)
             else:
                 chosen = _same_kind(source, cfg.data.preprocess, f"init_from={cfg.init_from} was trained with")
-        save_preprocessing(self.run_dir, chosen)
+        save_preprocessing(self.run_dir / PREPROCESSING_FILE, chosen)
         return chosen
 
     def _to_device(self, split: Split, place: Callable[[Any], Any]) -> _DeviceSplit:
@@ -405,8 +356,8 @@ def _same_kind(stored: Preprocessing, configured: str, whose: str) -> Preprocess
 
 
 def train(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict[str, Any]:
-    """Run one experiment into `run_dir` and print its summary; returns summary.json's content."""
-    validate_config(cfg)
+    """Run one experiment of a validated config into `run_dir` and print its summary; returns
+    summary.json's content."""
     previous = read_summary(run_dir) if cfg.resume else None
     if previous and previous.get("status") == "completed":
         log.info("%s has already completed; nothing to resume", run_dir)

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from cnnexp.config import LOSSES, PRECISIONS
 from cnnexp.data.augment import Augment, augment_key
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing
+from cnnexp.training.losses import LossFn
 
 # Running sums over the current epoch: [loss * examples, correct, examples].
 SUMS_SIZE = 3
@@ -41,7 +41,7 @@ class TrainState(NamedTuple):
 
 # trainer.precision -> the dtype of the forward and backward passes; parameters, optimizer state,
 # batch statistics and the loss stay float32 (bfloat16 has float32's range: no loss scaling).
-COMPUTE_DTYPES = dict(zip(PRECISIONS, (jnp.float32, jnp.bfloat16), strict=True))
+COMPUTE_DTYPES = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def cast_floats(tree: Any, dtype: Any) -> Any:
@@ -80,25 +80,6 @@ def metric_sums(logits: jax.Array, labels: jax.Array, losses: jax.Array, weights
     """[loss sum, correct, examples] of one batch, each example counted with its weight (0: padding)."""
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
-
-
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def make_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
-    """`loss(logits, labels) -> per-example losses` against one-hot targets smoothed by
-    `label_smoothing`: softmax cross-entropy, or `mse`, the squared error between the softmax
-    output and the targets summed over classes (the loss of source text 004)."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; losses: {', '.join(LOSSES)}")
-
-    def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-        if name == "mse":
-            return jnp.sum((jax.nn.softmax(logits) - targets) ** 2, axis=-1)
-        return optax.softmax_cross_entropy(logits, targets)
-
-    return loss
 
 
 def make_train_step(

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnexp.bench.torch_models import UnsupportedReference
+from cnnexp.bench.torch_models.registry import UnsupportedReference
 from cnnexp.models.layers import MAXOUT_PIECES
 from cnnexp.models.registry import IMPLEMENTATION_OPTIONS
 

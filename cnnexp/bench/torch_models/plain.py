@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnexp.bench.torch_models import UnsupportedReference, register_reference
+from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.bench.torch_models.common import ACTIVATIONS, batch_norm, check_options
 from cnnexp.models.alexnet import Conv, Pool, map_size
 from cnnexp.models.layers import MAXOUT_PIECES, Padding, resolve_padding, scaled

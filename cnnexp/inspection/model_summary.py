@@ -26,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from cnnexp.analysis.receptive_field import GLOBAL, ReceptiveField, layer_receptive_fields
-from cnnexp.config import is_positive_int, model_options
+from cnnexp.checks import is_positive_int
 from cnnexp.console import console
 from cnnexp.errors import UserError
-from cnnexp.models import count_params, create_model
+from cnnexp.inspection.receptive_field import GLOBAL, ReceptiveField, layer_receptive_fields
+from cnnexp.models import count_params, create_model, options_of
 from cnnexp.models.recording import LayerRecord, module_paths, recording
 
 FORMATS = ("text", "markdown", "csv", "json")
@@ -170,7 +170,7 @@ def summary_from_config(cfg: DictConfig) -> ModelSummary:
         if None in input_shape or num_classes is None:
             raise UserError(f"dataset {dataset!r} does not fix the image size or class count "
                             f"(images {input_shape}, {num_classes} classes): give input_shape=[H,W,C] num_classes=N")
-    options = model_options(cfg.model)
+    options = options_of(cfg.model)
     return summarize_model(cfg.model.name, options, input_shape, num_classes, dataset=dataset)
 
 

@@ -20,15 +20,22 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.analysis.run_records import EVALUATE_DIR, INVARIANCE_FILE, TRANSFORMS, find_run_dirs, read_run
-from cnnexp.config import check_values, is_number
+from cnnexp.checks import check_values, integer_at_least, is_number
 from cnnexp.console import print_table
 from cnnexp.data.transforms import warp
 from cnnexp.errors import UserError
-from cnnexp.runs.trained import SAVED_CONFIG, TrainedRun, load_trained_run, validate_run_choice
-from cnnexp.training.steps import make_loss, metric_sums
-
-EVALUATION_FILE, INVARIANCE_PLOT = "evaluation.json", "invariance.png"
+from cnnexp.reports.run_records import TRANSFORMS, find_run_dirs, read_run
+from cnnexp.runs.layout import (
+    CONFIG_FILE,
+    EVALUATE_DIR,
+    EVALUATION_FILE,
+    INVARIANCE_FILE,
+    INVARIANCE_PLOT,
+    is_run_folder,
+)
+from cnnexp.training.losses import make_loss
+from cnnexp.training.steps import metric_sums
+from cnnexp.training.trained_run import TrainedRun, load_trained_run, validate_run_choice
 
 
 class EvaluationsFailed(UserError):
@@ -41,8 +48,7 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
     validate_run_choice(cfg, "evaluate")
     listed = lambda ok: lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(is_number(x) and ok(x) for x in v)  # noqa: E731
     check_values([
-        ("batch_size", cfg.batch_size, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-         "an integer >= 1"),
+        integer_at_least("batch_size", cfg.batch_size, 1),
         ("invariance", cfg.invariance, lambda v: isinstance(v, bool), "true or false"),
         ("translations", cfg.translations, listed(lambda x: x >= 0), "a non-empty list of numbers >= 0"),
         ("rotations", cfg.rotations, listed(lambda x: True), "a non-empty list of numbers (degrees)"),
@@ -55,13 +61,13 @@ def evaluate(cfg: DictConfig) -> None:
     per run below it; raises EvaluationsFailed at the end if any run could not be evaluated)."""
     validate_evaluate_config(cfg)
     root = Path(cfg.run)
-    if (root / SAVED_CONFIG).is_file():
+    if is_run_folder(root):
         result, rows = evaluate_run(root, cfg)
         print_table(f"cnnexp evaluate: {root} ({result['checkpoint']} checkpoint, epoch {result['epoch']})",
                     ["transform", "value", "test acc %"], rows)
         names = (EVALUATION_FILE, INVARIANCE_FILE, INVARIANCE_PLOT) if cfg.invariance else (EVALUATION_FILE,)
         for name in names:
-            print(root / EVALUATE_DIR / name)
+            print(root / name)
     else:
         evaluate_sweep(root, cfg)
 
@@ -70,19 +76,18 @@ def evaluate_run(run_dir: Path, cfg: DictConfig) -> tuple[dict[str, Any], list[l
     """Evaluate one run; writes evaluation.json (and invariance.json, invariance.png) into
     <run>/evaluate/. Returns what evaluation.json says and the rows of the command's table."""
     run = load_trained_run(run_dir, cfg.checkpoint)
-    out = run.run_dir / EVALUATE_DIR
-    out.mkdir(exist_ok=True)
+    (run.run_dir / EVALUATE_DIR).mkdir(exist_ok=True)
     evaluator = _Evaluator(run, cfg.batch_size)
     loss, accuracy = evaluator.plain()
     result = {"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,
               "test_loss": loss, "test_accuracy": accuracy, "test_examples": len(run.data.test)}
-    (out / EVALUATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    (run.run_dir / EVALUATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
     rows = [["test split", "-", f"{100 * accuracy:.2f}"]]
     if cfg.invariance:
         curves = {kind: [{"value": float(v), "accuracy": evaluator.transformed(kind, float(v))}
                          for v in cfg[key]] for kind, (key, _) in TRANSFORMS.items()}
-        (out / INVARIANCE_FILE).write_text(json.dumps({**result, "curves": curves}, indent=2) + "\n")
-        invariance_plot(out / INVARIANCE_PLOT, curves, accuracy,
+        (run.run_dir / INVARIANCE_FILE).write_text(json.dumps({**result, "curves": curves}, indent=2) + "\n")
+        invariance_plot(run.run_dir / INVARIANCE_PLOT, curves, accuracy,
                         f"{run.cfg.model.name} on {run.data.name}: test accuracy under transforms")
         rows += [[kind, f"{point['value']:g}", f"{100 * point['accuracy']:.2f}"]
                  for kind, points in curves.items() for point in points]
@@ -94,7 +99,7 @@ def evaluate_sweep(root: Path, cfg: DictConfig) -> None:
     skipped with a warning, and one run that cannot be evaluated does not stop the others."""
     run_dirs = [run_dir for run_dir in find_run_dirs(root) if run_dir != root]
     if not run_dirs:
-        raise UserError(f"run={root}: not a run folder (no {SAVED_CONFIG}) and no run folders below it")
+        raise UserError(f"run={root}: not a run folder (no {CONFIG_FILE}) and no run folders below it")
     failed = evaluated = 0
     for run_dir in run_dirs:
         status = read_run(run_dir).status

@@ -1,6 +1,6 @@
 """Looking inside models: `cnnexp summary`'s per-layer table (shapes, parameters, receptive fields)."""
 
-from cnnexp.analysis.model_summary import (
+from cnnexp.inspection.model_summary import (
     FORMATS,
     ModelSummary,
     render,

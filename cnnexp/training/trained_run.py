@@ -1,5 +1,6 @@
-"""A trained run brought back for analysis: its own config, its data, and its model holding the
-weights of its best or last checkpoint (what `cnnexp visualize` looks inside)."""
+"""A trained run brought back for analysis: its own config, its data, and its model, built by the
+same builder as training, holding the weights of its best or last checkpoint (what `cnnexp
+evaluate` and `cnnexp visualize` look at)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,13 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.config import model_options
 from cnnexp.data import ImageDataset, load_dataset
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing
 from cnnexp.errors import UserError
-from cnnexp.models import create_model
 from cnnexp.models.param_paths import dotted_path
 from cnnexp.runs.checkpoints import read_weights
-
-SAVED_CONFIG = Path(".hydra") / "config.yaml"
-CHECKPOINTS = ("best", "last")
+from cnnexp.runs.layout import CHECKPOINT_KINDS, CONFIG_FILE, PREPROCESSING_FILE, is_run_folder
+from cnnexp.training.builder import build_experiment
 
 
 @dataclass(frozen=True)
@@ -44,22 +42,22 @@ def validate_run_choice(cfg: DictConfig, command: str) -> None:
         raise UserError(f"say which run: cnnexp {command} run=<run folder>")
     if not Path(cfg.run).is_dir():
         raise UserError(f"run={cfg.run}: no such folder")
-    if cfg.checkpoint not in CHECKPOINTS:
-        raise UserError(f"checkpoint={cfg.checkpoint!r}: choose {' or '.join(CHECKPOINTS)}")
+    if cfg.checkpoint not in CHECKPOINT_KINDS:
+        raise UserError(f"checkpoint={cfg.checkpoint!r}: choose {' or '.join(CHECKPOINT_KINDS)}")
 
 
 def load_trained_run(run_dir: Path, checkpoint: str = "best") -> TrainedRun:
     """Rebuild the run's model from its saved config and load the chosen checkpoint into it."""
-    if not (run_dir / SAVED_CONFIG).is_file():
-        raise UserError(f"run={run_dir}: not a run folder (no {SAVED_CONFIG})")
-    cfg = OmegaConf.load(run_dir / SAVED_CONFIG)
+    if not is_run_folder(run_dir):
+        raise UserError(f"run={run_dir}: not a run folder (no {CONFIG_FILE})")
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     weights, meta = read_weights(run_dir, checkpoint)
     data = load_dataset(cfg.data, cfg.seed)
-    model = create_model(cfg.model.name, model_options(cfg.model), input_shape=data.input_shape,
-                         num_classes=data.num_classes, rngs=nnx.Rngs(cfg.seed))
-    assign_weights(model, weights, source=f"{run_dir} ({checkpoint} checkpoint)")
-    model.eval()
-    stored = load_preprocessing(run_dir)
+    source = f"{run_dir} ({checkpoint} checkpoint)"
+    model = build_experiment(cfg, data.input_shape, data.num_classes,
+                             steps_per_epoch=max(1, len(data.train) // cfg.trainer.batch_size),
+                             initialize=lambda model, _: assign_weights(model, weights, source=source)).model
+    stored = load_preprocessing(run_dir / PREPROCESSING_FILE)
     # Run folders from before preprocessing was stored: fitted again, as they were then.
     preprocessing = stored if stored is not None else data.preprocessing
     return TrainedRun(run_dir, cfg, data, model, checkpoint, int(meta["epoch"]), preprocessing)

@@ -12,24 +12,24 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.config import check_values, is_number
+from cnnexp.checks import check_values, is_integer, is_number
 from cnnexp.console import console
 from cnnexp.errors import UserError
-from cnnexp.runs.trained import TrainedRun, load_trained_run, validate_run_choice
+from cnnexp.runs.layout import VISUALIZE_DIR
+from cnnexp.training.trained_run import TrainedRun, load_trained_run, validate_run_choice
 from cnnexp.visualize import attribution, figures
 from cnnexp.visualize.gallery import Gallery
 from cnnexp.visualize.maximize import OPTIMIZERS, Regularizers, Result, Settings, Target, maximize, unit_statistics
 from cnnexp.visualize.probe import Layer, Probe, conv_stages, hidden_dense, list_layers, module_at, select_layers
 from cnnexp.visualize.synthesis import PARAMETERIZATIONS, Transforms
 
-OUTPUT_DIR = "visualize"
 STATISTICS_IMAGES = 512  # real test images that set each unit's scale (mean and spread)
 
 
 def validate_visualize_config(cfg: DictConfig) -> None:
     """Refuse bad settings before the run is loaded."""
     validate_run_choice(cfg, "visualize")
-    whole = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+    whole = (lambda v: is_integer(v) and v >= 1, "an integer >= 1")
     at_least_0 = (lambda v: is_number(v) and v >= 0, "a number >= 0")
     m = cfg.maximize
     check_values([
@@ -78,7 +78,7 @@ class _Visualization:
 
     def __init__(self, cfg: DictConfig, run: TrainedRun):
         self.cfg, self.run = cfg, run
-        self.out = run.run_dir / OUTPUT_DIR
+        self.out = run.run_dir / VISUALIZE_DIR
         self.out.mkdir(exist_ok=True)
         self.layers = list_layers(run.model, run.data.input_shape)
         self.conv = (select_layers(self.layers, _as_list(cfg.layers)) if cfg.layers is not None

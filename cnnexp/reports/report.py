@@ -11,16 +11,16 @@ shift, largest rotation and smallest and largest scale.
 from __future__ import annotations
 
 import csv
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnexp.analysis.baselines import SOURCE as BASELINE_SOURCE
-from cnnexp.analysis.baselines import Baseline, baseline_for
-from cnnexp.analysis.run_records import EVALUATE_DIR, INVARIANCE_FILE, TRANSFORMS, RunRecord, find_run_dirs, read_run
-from cnnexp.config import is_bookkeeping_key
 from cnnexp.errors import UserError
+from cnnexp.reports.baselines import SOURCE as BASELINE_SOURCE
+from cnnexp.reports.groups import Group, InvariancePoint, Stat, short_value
+from cnnexp.reports.run_records import TRANSFORMS, RunRecord, find_run_dirs, read_run
+from cnnexp.runs.fingerprint import is_bookkeeping_key
+from cnnexp.runs.layout import CONFIG_FILE, INVARIANCE_FILE, SUMMARY_FILE
 
 REPORT_MD, REPORT_CSV, PLOTS_DIR = "report.md", "report.csv", "plots"
 MISSING = "—"
@@ -33,82 +33,6 @@ METRICS = {
     "train_images_per_s": "train img/s",
 }
 _PERCENT = ("test_accuracy", "best_val_accuracy")
-# How an invariance column names its transform's value.
-_TRANSFORM_NAMES = {"translation": "shift {:g} px", "rotation": "rot {:g}°", "scale": "scale {:g}x"}
-
-
-@dataclass
-class Stat:
-    """Mean and sample standard deviation (ddof=1; None for fewer than two values)."""
-
-    mean: float | None
-    std: float | None
-
-    @classmethod
-    def of(cls, values: list[float]) -> Stat:
-        if not values:
-            return cls(None, None)
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
-
-
-@dataclass(frozen=True)
-class InvariancePoint:
-    """One invariance column: test accuracy under one transform of the test split."""
-
-    kind: str  # a key of TRANSFORMS
-    value: float
-
-    @property
-    def heading(self) -> str:
-        return "acc % " + _TRANSFORM_NAMES[self.kind].format(self.value)
-
-    @property
-    def csv_key(self) -> str:
-        return f"{self.kind}_{self.value:g}_accuracy"
-
-
-@dataclass
-class Group:
-    """Runs with the same values of the grouping keys (usually: all seeds of one config)."""
-
-    label: dict[str, str]
-    runs: list[RunRecord]
-
-    @property
-    def completed(self) -> list[RunRecord]:
-        return [run for run in self.runs if run.status == "completed"]
-
-    @property
-    def not_completed(self) -> list[RunRecord]:
-        return [run for run in self.runs if run.status != "completed"]
-
-    @property
-    def name(self) -> str:
-        return ", ".join(f"{key}={_short(value)}" for key, value in self.label.items())
-
-    def stat(self, key: str) -> Stat:
-        return Stat.of([v for v in (run.value(key) for run in self.completed) if v is not None])
-
-    @property
-    def invariance_evaluated(self) -> list[RunRecord]:
-        """The completed runs that have evaluate/invariance.json."""
-        return [run for run in self.completed if run.invariance]
-
-    def invariance_stat(self, point: InvariancePoint) -> Stat:
-        """The point's test accuracy over the completed runs that were evaluated there."""
-        curves = (run.invariance.get(point.kind, {}) for run in self.completed)
-        return Stat.of([curve[point.value] for curve in curves if point.value in curve])
-
-    def baseline(self) -> Baseline | None:
-        """The published figure, when every run of the group is the same model on the whole of the
-        same dataset (a class subset or a share of the labels is another task)."""
-        if any(run.config.get("data.classes", "null") != "null" or float(run.config.get("data.train_fraction", 1)) < 1
-               for run in self.runs):
-            return None
-        pairs = {(run.summary.get("dataset"), run.summary.get("model")) for run in self.runs}
-        return baseline_for(*pairs.pop()) if len(pairs) == 1 else None
-
-
 @dataclass
 class Report:
     root: Path
@@ -127,7 +51,7 @@ def build_report(root: Path, by: list[str] | None = None, with_baseline: bool = 
                         "or a runs folder such as outputs/runs)")
     runs = [read_run(run_dir) for run_dir in find_run_dirs(root)]
     if not runs:
-        raise UserError(f"{root}: no runs found (a run folder holds summary.json or .hydra/config.yaml; "
+        raise UserError(f"{root}: no runs found (a run folder holds {SUMMARY_FILE} or {CONFIG_FILE}; "
                         "start some with `cnnexp train -m ...`)")
     columns = list(by) if by else _grouping_columns(runs)
     groups: dict[tuple[str, ...], Group] = {}
@@ -186,15 +110,6 @@ def _grouping_columns(runs: list[RunRecord]) -> list[str]:
     return config_keys
 
 
-def _short(value: str) -> str:
-    """A sampled number such as Optuna's 0.0029723442531939316 shown as 0.002972 (CSV keeps it all)."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() or len(value) <= 8 else f"{number:.4g}"
-
-
 def _percent(stat: Stat) -> str:
     if stat.mean is None:
         return MISSING
@@ -226,7 +141,7 @@ def table_rows(report: Report, name_baselines: bool = True) -> tuple[list[str], 
         headings.append("published test acc %")
     rows = []
     for group in report.groups:
-        row = [*map(_short, group.label.values()), str(len(group.completed)),
+        row = [*map(short_value, group.label.values()), str(len(group.completed)),
                *([_status_counts(group.not_completed)] if show_others else [])]
         for key in METRICS:
             stat = group.stat(key)
@@ -298,7 +213,7 @@ def markdown(report: Report, plots: dict[str, Path]) -> str:
         completed = sum(len(group.completed) for group in report.groups)
         parts += ["", "`acc % shift / rot / scale`: test accuracy on the test split shifted right by that many "
                   "pixels, rotated clockwise by that many degrees or scaled about the centre, as "
-                  f"`cnnexp evaluate invariance=true` measured it (`{EVALUATE_DIR}/{INVARIANCE_FILE}` of "
+                  f"`cnnexp evaluate invariance=true` measured it (`{INVARIANCE_FILE}` of "
                   f"{evaluated} of the {completed} completed runs); the whole curves are in the invariance plot."]
     best = report.root / "optimization_results.yaml"
     if best.is_file():
@@ -329,7 +244,7 @@ def _relative(run: RunRecord, report: Report) -> str:
 
 def write_report(report: Report, with_plots: bool = True) -> dict[str, Path]:
     """Write report.md, report.csv and the plots into the report's folder; returns what was written."""
-    from cnnexp.analysis.report_plots import draw_plots
+    from cnnexp.reports.report_plots import draw_plots
 
     plots = draw_plots(report.groups, report.root / PLOTS_DIR) if with_plots else {}
     (report.root / REPORT_MD).write_text(markdown(report, plots), encoding="utf-8")

@@ -5,7 +5,7 @@ baselines), its plots copied beside the document, and what is needed to trust an
 numbers: date, commit, hardware, versions, the command and the sweep's wall time. Only the
 section between its markers is rewritten, so each target keeps the others' results.
 
-    python -m cnnexp.analysis.publish <sweep folder> --doc docs/results.md --section zoo-cpu \\
+    python -m cnnexp.reports.publish <sweep folder> --doc docs/results.md --section zoo-cpu \\
         --command "make reproduce-zoo"
 """
 
@@ -19,9 +19,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from cnnexp.analysis.baselines import SOURCE as BASELINE_SOURCE
-from cnnexp.analysis.report import Report, build_report, markdown_table, table_rows, write_report
 from cnnexp.errors import UserError
+from cnnexp.reports.baselines import SOURCE as BASELINE_SOURCE
+from cnnexp.reports.report import Report, build_report, markdown_table, table_rows, write_report
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 _DOC_HEADER = """# Results
@@ -125,7 +125,7 @@ def replace_section(doc: Path, section: str, text: str, header: str = _DOC_HEADE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnnexp.analysis.publish", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cnnexp.reports.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--doc", type=Path, required=True, help="the results document, e.g. docs/results.md")
     parser.add_argument("--section", required=True, help="the section's id, e.g. zoo-cpu")

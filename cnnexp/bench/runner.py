@@ -16,7 +16,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -183,28 +182,20 @@ def peak_matmul_flops(precision: str) -> float:
     return 2 * n**3 / matmul_seconds(2 * n**3, precision, fastest=True)
 
 
-def bench(overrides: list[str]) -> Path:
-    """Run the bench; returns the output folder."""
-    from cnnexp.cli import compose_config
-    from cnnexp.config import validate_config
+def bench(options: DictConfig, configs: list[tuple[str, DictConfig]], command: str, env: dict[str, Any]) -> Path:
+    """Measure each (row label, composed train config) with the `bench` options; returns the output
+    folder. `env` is `runs.summary.environment()`, `command` the command line the files name."""
     from cnnexp.console import print_table
     from cnnexp.runs.naming import unique_name
-    from cnnexp.runs.summary import environment
 
-    options = bench_options(overrides)
     with_reference = _wants_reference(options)
-    train_overrides = [o for o in overrides if not o.startswith("bench.")]
-    env = environment()
     platform = env["device"]["platform"]
-    configs = [(row_label(row, cfg), cfg) for row in row_overrides(options, train_overrides, platform)
-               for cfg in [compose_config("train", row, validate_config)]]
     precision = configs[0][1].trainer.precision
     peak = peak_matmul_flops(precision) if options.peak else None
     if peak:
         log.info("matrix-product peak (%s): %.1f GFLOP/s", precision, peak / 1e9)
     out = Path(options.output_dir) / unique_name()
     out.mkdir(parents=True)
-    command = " ".join(["cnnexp bench", *overrides])
     rows, data_cache = [], {}
     for label, cfg in configs:
         log.info("bench %s", label)
@@ -222,7 +213,7 @@ def bench(overrides: list[str]) -> Path:
 
 
 def _markdown(rows: list[Row]) -> str:
-    from cnnexp.analysis.report import markdown_table
+    from cnnexp.reports.report import markdown_table
 
     return markdown_table(list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
 
@@ -239,7 +230,7 @@ def _write_files(out: Path, rows: list[Row], command: str, env: dict, options: D
 
 
 def _write_doc(doc: Path, rows: list[Row], command: str, env: dict, peak: float | None, precision: str) -> None:
-    from cnnexp.analysis.publish import cpu_model, markers, replace_section
+    from cnnexp.reports.publish import cpu_model, markers, replace_section
 
     section = f"bench-{env['device']['platform']}"
     begin, end = markers(section)
@@ -257,16 +248,3 @@ def _write_doc(doc: Path, rows: list[Row], command: str, env: dict, peak: float 
         f"- Versions: {versions}", "", _markdown(rows), "", end,
     ]
     replace_section(doc, section, "\n".join(lines), header=DOC_HEADER)
-
-
-def main_args(args: list[str]) -> int:
-    """`cnnexp bench [overrides]`, for the CLI."""
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__.strip() + "\n\nOptions (bench.<key>=value), from conf/bench.yaml:\n"
-              + (resources.files("cnnexp.conf") / "bench.yaml").read_text())
-        return 0
-    if any(a.startswith("-") for a in args):
-        raise UserError(f"cnnexp bench takes overrides only, not {next(a for a in args if a.startswith('-'))}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    bench(args)
-    return 0

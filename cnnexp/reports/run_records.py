@@ -18,15 +18,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cnnexp.runs.metrics import METRICS_FILE
-from cnnexp.runs.naming import SUMMARY_FILE, read_summary
+from cnnexp.runs.layout import (
+    CONFIG_FILE,
+    INVARIANCE_FILE,
+    METRICS_FILE,
+    NOT_RUN_FOLDERS,
+    OVERRIDES_FILE,
+    SUMMARY_FILE,
+    is_run_folder,
+)
+from cnnexp.runs.summary import read_summary
 
-# Folders inside a run that never hold another run: skipped while searching (checkpoints are big).
-_NOT_RUNS = {"checkpoints", "tensorboard", "plots", ".hydra", ".submitit"}
-# Where `cnnexp evaluate` writes inside a run folder, and its invariance file: {"test_accuracy": ...,
-# "curves": {kind: [{"value": v, "accuracy": a}, ...]}} for each kind of TRANSFORMS. Defined here
-# rather than in analysis/evaluation.py so the report reads them without importing data and models.
-EVALUATE_DIR, INVARIANCE_FILE = "evaluate", "invariance.json"
+# The kinds of transform of `cnnexp evaluate invariance=true`, whose invariance file is
+# {"test_accuracy": ..., "curves": {kind: [{"value": v, "accuracy": a}, ...]}}. Defined here
+# rather than in cnnexp.evaluation so the report reads them without importing data and models.
 # The kinds of transform: each with its grid's key in conf/evaluate.yaml and a label for its axis.
 TRANSFORMS = {"translation": ("translations", "shift right (pixels)"),
               "rotation": ("rotations", "rotation (degrees)"),
@@ -65,9 +70,9 @@ def find_run_dirs(root: Path) -> list[Path]:
     found = []
     for folder, subfolders, files in os.walk(root):
         here = Path(folder)
-        if SUMMARY_FILE in files or (here / ".hydra" / "config.yaml").is_file():
+        if SUMMARY_FILE in files or is_run_folder(here):
             found.append(here)
-        subfolders[:] = [name for name in subfolders if name not in _NOT_RUNS]
+        subfolders[:] = [name for name in subfolders if name not in NOT_RUN_FOLDERS]
     return sorted(found, key=_natural_key)
 
 
@@ -82,10 +87,10 @@ def read_run(run_dir: Path) -> RunRecord:
         run_dir=run_dir,
         status=_status(summary),
         summary=summary,
-        config=_flat_config(run_dir / ".hydra" / "config.yaml"),
-        overrides=_overrides(run_dir / ".hydra" / "overrides.yaml"),
+        config=_flat_config(run_dir / CONFIG_FILE),
+        overrides=_overrides(run_dir / OVERRIDES_FILE),
         curves=_epoch_curves(run_dir / METRICS_FILE),
-        invariance=_invariance(run_dir / EVALUATE_DIR / INVARIANCE_FILE),
+        invariance=_invariance(run_dir / INVARIANCE_FILE),
     )
 
 

@@ -10,15 +10,12 @@ parameter count and its wall time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from cnnexp.analysis.run_records import TRANSFORMS
-
-if TYPE_CHECKING:
-    from cnnexp.analysis.report import Group
+from cnnexp.reports.groups import Group
+from cnnexp.reports.run_records import TRANSFORMS
 
 _LEGEND_LIMIT = 20  # more groups than this: no legend (it would hide the plot)
 

@@ -10,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnexp.runs.naming import read_summary
+from cnnexp.runs.summary import read_summary
 
 # Environment variables with which the user already chose how JAX takes device memory.
 _JAX_MEMORY_SETTINGS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR")

@@ -1,0 +1,48 @@
+"""Generic checks on config values: a leaf every package validates its own options with.
+
+YAML's `true`/`false` arrive as Python booleans, which are ints to `isinstance`; none of these
+checks lets a boolean pass for a number, so `trainer.epochs=true` is refused, not one epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from cnnexp.errors import UserError
+
+# (dotted key, value, is_valid, what a valid value is: "an integer >= 1")
+Check = tuple[str, object, Callable[[object], bool], str]
+
+
+def is_number(value: object) -> bool:
+    """An int or float from the config, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_integer(value: object) -> bool:
+    """An int from the config, not a boolean."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_positive_int(value: object) -> bool:
+    """An integer > 0, not a boolean."""
+    return is_integer(value) and value > 0
+
+
+def integer_at_least(key: str, value: object, minimum: int) -> Check:
+    """The check "`key` is an integer >= `minimum`"."""
+    return key, value, lambda v: is_integer(v) and v >= minimum, f"an integer >= {minimum}"
+
+
+def check_values(checks: Iterable[Check]) -> None:
+    """Raise a UserError for the first check whose value is invalid."""
+    for key, value, ok, expected in checks:
+        if not ok(value):
+            raise UserError(f"invalid {key}={value!r}: must be {expected}")
+
+
+def check_choice(key: str, value: object, choices: Iterable[str]) -> None:
+    """A UserError listing the valid names when `value` is not one of `choices` (a table's keys)."""
+    names = sorted(choices)
+    if value not in names:
+        raise UserError(f"invalid {key}={value!r}: choose one of {', '.join(names)}")

@@ -1,0 +1,127 @@
+"""`cnnexp train`: a Hydra app over conf/train.yaml, one run or a sweep (-m).
+
+A plain run is composed and validated here before Hydra starts (so bad input is one line and
+nothing is written), and `resume=` is turned into the run folder and that run's own overrides.
+The Hydra task then trains; in a sweep, one broken job is recorded as failed and the others go on,
+and the command's exit status says whether every job completed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from cnnexp.app.compose import CONFIG_MODULE, compose_config, override_key
+from cnnexp.app.extensions import register_hydra_extensions
+from cnnexp.app.launchers import SweepOutcome, share_accelerator_between_jobs
+from cnnexp.config import validate_config
+from cnnexp.errors import TrainingInterrupted, UserError, report_error
+from cnnexp.runs.fingerprint import config_fingerprint
+from cnnexp.runs.layout import CHECKPOINTS_DIR, OVERRIDES_FILE, is_resumable
+from cnnexp.runs.naming import find_latest_run, shared_sweep_name
+from cnnexp.runs.summary import objective_direction, record_early_failure
+
+log = logging.getLogger("cnnexp")
+
+
+def resolve_resume(overrides: list[str]) -> list[str]:
+    """Validated overrides of one run, with `resume=` turned into a run folder and that run's own
+    overrides, so `resume=<folder>` alone continues the run with its config (overrides given now
+    still win)."""
+    cfg = compose_config("train", overrides, validate_config)
+    if not cfg.resume:
+        return overrides
+    if cfg.resume == "latest":
+        run_dir = find_latest_run(Path(cfg.paths.runs_dir), config_fingerprint(cfg))
+        log.info("resume=latest: %s", run_dir)
+    else:
+        run_dir = Path(cfg.resume)
+    if not is_resumable(run_dir):
+        raise UserError(f"resume={cfg.resume}: not a run folder with {CHECKPOINTS_DIR}/ and {OVERRIDES_FILE}")
+    given = {override_key(o): o for o in overrides if override_key(o) != "resume"}
+    merged = {override_key(o): o for o in OmegaConf.load(run_dir / OVERRIDES_FILE) if override_key(o) != "resume"}
+    merged.update(given)
+    resolved = [*merged.values(), f"resume={run_dir}"]
+    compose_config("train", resolved, validate_config)  # the run's own config, with what was given now
+    return resolved
+
+
+def check_sweep_objective(args: list[str]) -> None:
+    """A wrong `objective=` is wrong for every job of a sweep: refuse it before any job starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    given = [a for a in args if override_key(a) == "objective"]
+    try:
+        overrides = OverridesParser.create().parse_overrides(given)
+    except HydraException as error:
+        raise UserError(" ".join(str(error).split())) from None
+    for override in overrides:
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+        for value in values:
+            objective_direction(str(value))
+
+
+def run(args: list[str]) -> int:
+    """The command: exit status 0 when every run completed, else the worst job's status."""
+    register_hydra_extensions()
+    flags = [a for a in args if a.startswith("-")]
+    validated = not flags  # a plain single run: composed and checked before Hydra creates anything
+    if validated:
+        args = resolve_resume(args)
+    elif "-m" in flags or "--multirun" in flags:
+        check_sweep_objective(args)
+    exit_status = 0
+
+    @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
+    def train_task(cfg: DictConfig) -> float:
+        """One run (called once per combination in a multirun). Returns the run's `objective` for
+        sweepers; NaN for a failed run, which Optuna records as a failed trial."""
+        nonlocal exit_status
+        from cnnexp.training.run import train
+
+        hydra_cfg = HydraConfig.get()
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        if multirun:
+            share_accelerator_between_jobs(hydra_cfg.launcher)
+        try:
+            if multirun and cfg.resume:
+                raise UserError("resume= continues one run; it cannot be combined with -m")
+            if not validated:
+                validate_config(cfg)
+            summary = train(cfg, run_dir, config_fingerprint(cfg))
+            return float(summary[cfg.objective])
+        except TrainingInterrupted as stop:
+            print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}", file=sys.stderr)
+            exit_status = stop.exit_code
+            sys.exit(exit_status)  # stops a sweep too: Ctrl-C means stop
+        except UserError as error:
+            exit_status = max(exit_status, report_error(error))
+            if not multirun:
+                sys.exit(exit_status)
+            log.error("run %s failed: %s", run_dir, error)
+            record_early_failure(run_dir, cfg, error)
+        except Exception as error:
+            if not multirun:
+                raise
+            # One broken combination must not cost the rest of the sweep; its summary says failed.
+            log.error("run %s failed:\n%s", run_dir, traceback.format_exc())
+            record_early_failure(run_dir, cfg, error)
+            exit_status = max(exit_status, 1)
+        return math.nan
+
+    sys.argv = ["cnnexp train", *args]
+    with shared_sweep_name():
+        train_task()
+    if SweepOutcome.unfinished:  # runs of a sweep failed, possibly in other processes
+        return max(exit_status, 1)
+    return exit_status
