@@ -44,8 +44,10 @@ def test_unknown_command_is_exit_2_with_a_suggestion(cnnexp):
         ("trainer.epochs=0", "invalid trainer.epochs=0"),
         ("data.val_fraction=1.5", "invalid data.val_fraction=1.5"),
         ("data.val_fraction=0", "invalid data.val_fraction=0"),
-        ("model=resnett", "model/resnett"),
-        ("trainer.epoch=3", "trainer.epoch"),
+        ("model=resnett", "unknown model=resnett (did you mean resnet?)"),
+        ("trainer.epoch=3", "trainer has no key 'epoch' (did you mean trainer.epochs?)"),
+        ("trainer.epochs=true", "invalid trainer.epochs=True: must be an integer >= 1"),
+        ("model.width=0.25", "model 'lenet' has no option model.width; its options: model.activation"),
     ],
 )
 def test_invalid_input_is_one_line_exit_2_and_no_run_folder(cnnexp, tmp_path, override, message):

@@ -4,7 +4,9 @@ import optax
 import pytest
 from omegaconf import OmegaConf
 
-from cnnexp.training.optim import build_optimizer, build_schedule
+from cnnexp.errors import UserError
+from cnnexp.training.losses import LOSSES, make_loss
+from cnnexp.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 
 def schedule(**cfg):
@@ -38,3 +40,15 @@ def test_weight_decay_shrinks_kernels_but_not_biases(name):
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     assert np.all(np.asarray(updates["kernel"]) < 0)
     np.testing.assert_array_equal(np.asarray(updates["bias"]), 0.0)
+
+
+@pytest.mark.parametrize("table, build, key", [
+    (OPTIMIZERS, lambda name: build_optimizer(OmegaConf.create({"name": name}), optax.constant_schedule(0.1)),
+     "optim.name"),
+    (SCHEDULES, lambda name: build_schedule(OmegaConf.create({"name": name, "warmup_epochs": 0}), 0.1, 10, 5),
+     "schedule.name"),
+    (LOSSES, lambda name: make_loss(name), "loss.name"),
+])
+def test_an_unknown_name_lists_the_tables_keys(table, build, key):
+    with pytest.raises(UserError, match=f"invalid {key}='nope': choose one of {', '.join(sorted(table))}$"):
+        build("nope")

@@ -86,7 +86,7 @@ def _xla_flops(cfg: DictConfig, data: ImageDataset, program: _TrainProgram) -> f
 
 
 def compile_steps(cfg: DictConfig, data: ImageDataset, *, steps: int, eval_batches: int) -> CompiledSteps:
-    """Build the model, optimizer and steps of `cfg` as `Trainer.build` does, and compile them."""
+    """Build the model, optimizer and steps of `cfg` with the builder `cnnexp train` uses, and compile them."""
     program = _train_program(cfg, data)
     flops = _xla_flops(cfg, data, program)
     start = time.perf_counter()

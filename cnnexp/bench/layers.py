@@ -148,7 +148,7 @@ def _default_optimizer():
 def _train_step(model_name: str, image: tuple[int, int, int], options: dict[str, Any], batch: int,
                 rng: np.random.Generator) -> Callable[[], Any]:
     """One call = one training step on a batch of random uint8 images, compiled as
-    `Trainer.build` compiles it (jit, state donated); each call's state feeds the next."""
+    the train loop compiles it (jit, state donated); each call's state feeds the next."""
     model = create_model(model_name, options, input_shape=image, num_classes=NUM_CLASSES, rngs=nnx.Rngs(0))
     model.train()
     tx = _default_optimizer()

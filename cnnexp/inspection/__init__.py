@@ -1,4 +1,5 @@
-"""Looking inside models: `cnnexp summary`'s per-layer table (shapes, parameters, receptive fields)."""
+"""Model inspection without training or run folders: `cnnexp summary`'s per-layer table (shapes,
+parameters, MACs) and the receptive-field arithmetic behind its columns."""
 
 from cnnexp.inspection.model_summary import (
     FORMATS,

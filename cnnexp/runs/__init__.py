@@ -1,1 +1,2 @@
-"""Everything about a run's folder: its name, metrics, checkpoints and summary."""
+"""Run folders: their layout (every file name, in layout), names and resolvers (naming), summary.json
+(summary), metrics, checkpoints, and the fingerprint that says two runs have the same config."""

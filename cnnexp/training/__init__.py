@@ -1,1 +1,4 @@
-"""The training loop: jitted steps, optimizers, and the run that ties them to a run folder."""
+"""Training: the train-config checks of its own groups (options), the one builder from config to model,
+optimizer, state and steps (builder), the jitted steps, losses, optimizers and schedules, data
+parallelism, fine-tuning (init_from), the loop that ties them to a run folder (run), and a trained
+run loaded back for analysis (trained_run)."""
