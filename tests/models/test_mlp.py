@@ -1,7 +1,7 @@
 """mlp: the dense-only baseline, layer by layer (the shared model contract is in test_models.py)."""
 
 import pytest
-from conftest import layer_records
+from helpers.models import layer_records
 from flax import nnx
 
 from cnnexp.errors import UserError

@@ -8,17 +8,16 @@ import json
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
-from conftest import TINY, read_summary, run_dirs
 from omegaconf import OmegaConf
-from test_presets import compose_with_hydra
 
 from cnnexp.analysis.publish import _TITLES
 from cnnexp.cli import compose_config, register_hydra_extensions
 from cnnexp.config import validate_config
+from helpers.commands import TINY, read_summary, run_dirs
+from helpers.configs import compose_with_hydra
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ACTIVATIONS = ["relu", "leaky_relu", "maxout", "tanh", "sigmoid"]
 
 

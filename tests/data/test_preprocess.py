@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
+from helpers.commands import TINY, assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 from omegaconf import OmegaConf
 
 from cnnexp.cli import compose_config, register_hydra_extensions

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_one_line_error, stable_metrics, train_tiny_run
+from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
 from flax import nnx
 from omegaconf import OmegaConf
 

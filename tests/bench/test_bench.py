@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line_error
+from helpers.commands import assert_one_line_error
 
 pytest.importorskip("torch")
 QUICK = ["data=digits", "bench.steps=2", "bench.repeats=2", "bench.warmup=1", "bench.eval_batches=1",

@@ -1,8 +1,6 @@
 """The PyTorch twins of resnet, inception and densenet compute the cnnexp models' function: same
 parameter count, and the same logits once the Flax weights are copied over."""
 
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,6 +14,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from cnnexp.bench.torch_models import UnsupportedReference, reference_model  # noqa: E402
 from cnnexp.bench.torch_models.transfer import copy_weights, flax_arrays, torch_name  # noqa: E402
 from cnnexp.models import count_params, create_model  # noqa: E402
+from helpers.paths import CONF_MODEL  # noqa: E402
 
 FASHION = (28, 28, 1)
 CIFAR = (32, 32, 3)
@@ -24,7 +23,7 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 def model_options(name: str, **overrides) -> dict:
     """`conf/model/<name>.yaml` without `name`, as `cnnexp bench` passes it, plus overrides."""
-    conf = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / f"{name}.yaml"))
+    conf = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))
     conf.pop("name")
     return {**conf, **overrides}
 

@@ -6,15 +6,18 @@ epochs, so training the CPU forms exercises the full forms' optimizer, schedule 
 settings too; the full forms' own models are built and traced here without training them
 (their compile times would dominate the suite)."""
 
-from pathlib import Path
-
 import pytest
-from conftest import TINY, layer_records, read_summary, run_dirs
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from cnnexp.cli import compose_config, register_hydra_extensions
 from cnnexp.config import model_options, validate_config
+from helpers.commands import TINY, read_summary, run_dirs
+from helpers.configs import compose_with_hydra
+from helpers.models import layer_records
+from helpers.paths import CONF
 
-PRESETS = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "experiment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 CPU_PRESETS = [p for p in PRESETS if p.endswith("_cpu")]
 FASHION_MNIST = (28, 28, 1)
 
@@ -54,23 +57,11 @@ def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):
         assert 0.0 <= summary["test_accuracy"] <= 1.0
 
 
-SEARCHES = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "hparams_search").glob("*.yaml"))
-
-
-def compose_with_hydra(overrides: list[str]):
-    """The train config with its `hydra` node (sweeper, launcher), as Hydra would run it."""
-    from hydra import compose, initialize_config_module
-
-    register_hydra_extensions()
-    with initialize_config_module("cnnexp.conf", version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("search", SEARCHES)
 def test_hparams_search_preset_composes_into_an_optuna_search(search):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
     cfg = compose_with_hydra([f"hparams_search={search}"])
     validate_config(cfg)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
+from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 
 from cnnexp.data.transforms import warp
 

@@ -5,7 +5,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import cnnexp_executable, read_summary, run_dirs, stable_metrics
+from helpers.commands import cnnexp_executable, read_summary, run_dirs, stable_metrics
 
 # Long enough to be killed mid-run: 323 small steps per epoch (digits: 1,293 training images).
 STEPS_PER_EPOCH = 1293 // 4

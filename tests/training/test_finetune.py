@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
+from helpers.commands import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
 from flax import nnx
 from omegaconf import OmegaConf
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, cnnexp_executable, read_summary, run_dirs
 
 from cnnexp.analysis.publish import main as publish
+from helpers.commands import TINY, cnnexp_executable, read_summary, run_dirs
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sweep_dir(tmp_path: Path) -> Path:

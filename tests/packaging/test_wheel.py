@@ -10,9 +10,9 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from conftest import TINY, read_summary, run_dirs
+from helpers.commands import TINY, read_summary, run_dirs
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "outputs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 
 

@@ -5,7 +5,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, read_summary, run_dirs
+from helpers.commands import TINY, read_summary, run_dirs
 
 from cnnexp.training.steps import make_loss
 

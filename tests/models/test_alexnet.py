@@ -5,7 +5,7 @@ from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
-from conftest import layer_records
+from helpers.models import layer_records
 
 
 def test_alexnet_has_torchvisions_parameter_count():

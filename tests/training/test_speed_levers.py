@@ -17,7 +17,7 @@ from flax import nnx
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model
 from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, make_loss, make_train_step
-from tests.conftest import assert_one_line_error, read_summary, stable_metrics, train_tiny_run
+from helpers.commands import assert_one_line_error, read_summary, stable_metrics, train_tiny_run
 
 TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
 RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100", "trainer.epochs=1"]
@@ -118,7 +118,7 @@ def test_ema_run_evaluates_the_average(shared_env, tmp_path):
     (which reads the checkpoint) reproduces its test accuracy, so it read the average too."""
     import subprocess
 
-    from tests.conftest import cnnexp_executable
+    from helpers.commands import cnnexp_executable
 
     run = train_tiny_run(tmp_path, shared_env, "trainer.ema_decay=0.9", "schedule=onecycle")
     summary = read_summary(run)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
@@ -16,8 +14,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from cnnexp.bench.torch_models import UnsupportedReference, reference_model, reference_names  # noqa: E402
 from cnnexp.bench.torch_models.transfer import copy_weights  # noqa: E402
 from cnnexp.models import count_params, create_model  # noqa: E402
+from helpers.paths import CONF_MODEL  # noqa: E402
 
-CONF_MODEL = Path(__file__).parent.parent / "conf" / "model"
 SHAPE = (28, 28, 1)  # Fashion-MNIST
 NARROW = {"width": 0.25}  # the *_fashion_mnist_cpu presets
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import TINY, read_summary, run_dirs, stable_metrics
+from helpers.commands import TINY, read_summary, run_dirs, stable_metrics
 
 
 def test_help_lists_the_commands(cnnexp):

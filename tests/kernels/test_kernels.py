@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TINY, read_summary, run_dirs
+from helpers.commands import TINY, read_summary, run_dirs
 from omegaconf import OmegaConf
 
 from cnnexp import kernels

@@ -3,8 +3,6 @@
 New models are covered by registering them; nothing here names a family. Full-width models
 are narrowed with `model.width` where they have it, so the whole file stays fast on CPU."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +17,8 @@ from cnnexp.models import count_params, create_model, list_models
 from cnnexp.models.registry import model_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.training.steps import init_state, make_loss, make_train_step
+from helpers.paths import CONF_MODEL
 
-CONF_MODEL = Path(__file__).parent.parent / "conf" / "model"
 SHAPE = (8, 8, 1)  # the bundled digits
 CLASSES = 10
 BATCH = 16
