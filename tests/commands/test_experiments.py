@@ -86,3 +86,21 @@ def test_every_published_section_has_a_title_and_says_not_run_until_measured():
         body = text.split(f"<!-- {section}: begin")[1].split(f"<!-- {section}: end -->")[0]
         assert f"## {title}" in body
         assert "- Command: `make " in body or "not run yet" in body.lower(), section
+
+
+def test_make_help_lists_every_target():
+    makefile = (REPO / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE).group(1).split()
+    shown = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = re.findall(r"^\s+make (\S+)", shown, re.MULTILINE)
+    assert sorted(listed) == sorted(phony)
+    assert {"reproduce-zoo", "reproduce-zoo-gpu"} <= set(listed)
+
+
+def test_results_doc_has_measured_sections_or_says_not_run():
+    text = (REPO / "docs" / "results.md").read_text()
+    for section in ("zoo-cpu", "zoo-gpu"):
+        body = text.split(f"<!-- {section}: begin")[1].split(f"<!-- {section}: end -->")[0]
+        assert "| lenet" in body or "not run" in body.lower()
+        for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", body):
+            assert (REPO / "docs" / link).is_file()

@@ -81,3 +81,12 @@ def test_hparams_search_preset_composes_into_an_optuna_search(search):
 def test_slurm_launcher_preset_composes():
     launcher = compose_with_hydra(["hydra/launcher=slurm"]).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
+
+
+def test_classic_experiment_preset_trains(cnnexp, tmp_path):
+    result = cnnexp("train", "experiment=lenet_classic", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "outputs")
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert "activation: tanh" in config and "pool: avg" in config and "name: momentum" in config
+    assert read_summary(run)["status"] == "completed"

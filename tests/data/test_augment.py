@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
 from flax import nnx
 from omegaconf import OmegaConf
 
@@ -16,6 +15,7 @@ from cnnexp.data.preprocess import Preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
 from cnnexp.training.steps import init_state, make_loss, make_train_step
+from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
 
 OFF = {"translate": 0, "flip": False, "rotate": 0, "erase": 0.0}
 STRONG = {"translate": 1, "flip": True, "rotate": 15, "erase": 0.25}  # translate 1: digits are 8x8

@@ -1,19 +1,15 @@
 """`cnnexp evaluate` on a LeNet trained on digits for a few seconds: the test split as the run
-saw it, and invariance curves over shifted, rotated and scaled copies; the warp they use; a
-sweep folder evaluated run by run."""
+saw it, and invariance curves over shifted, rotated and scaled copies (the warp they use: data/test_transforms.py);
+a sweep folder evaluated run by run."""
 
 import json
-import math
 import shutil
 import subprocess
 from pathlib import Path
 
-import jax.numpy as jnp
-import numpy as np
 import pytest
-from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 
-from cnnexp.data.transforms import warp
+from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 
 GRIDS = ["translations=[0,2]", "rotations=[0,40]", "scales=[1.0,0.6]"]
 
@@ -46,22 +42,6 @@ def test_invariance_curves_start_at_the_plain_accuracy_and_fall_under_big_transf
         assert points[big] < plain - 0.05, kind  # 8x8 digits: 2 px, 40 degrees or 0.6x are big changes
     image = evaluated / "evaluate" / "invariance.png"
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
-
-
-def test_warp_shifts_rotates_and_scales_about_the_centre():
-    image = np.zeros((5, 5, 1), np.float32)
-    image[0, 2, 0] = 1.0  # top middle
-    moved = lambda shift, scale, angle: np.asarray(warp(jnp.asarray(image), jnp.asarray(shift, jnp.float32),  # noqa: E731
-                                                        jnp.float32(scale), jnp.float32(angle), fill="constant"))[..., 0]
-    np.testing.assert_allclose(moved([0, 1], 1, 0), np.roll(image[..., 0], 1, axis=1), atol=1e-6)  # one pixel right
-    np.testing.assert_allclose(moved([0, 0], 1, math.pi / 2), np.rot90(image[..., 0], -1), atol=1e-6)  # clockwise
-    np.testing.assert_allclose(moved([0, 0], 1, 0), image[..., 0], atol=1e-6)
-    shrunk = moved([0, 0], 0.5, 0)
-    assert shrunk[1, 2] == pytest.approx(1.0) and shrunk.sum() == pytest.approx(1.0)  # halfway to the centre
-    left = np.zeros((5, 5, 1), np.float32)
-    left[:, 0] = 1.0
-    edge = np.asarray(warp(jnp.asarray(left), jnp.asarray([0.0, 1.0]), jnp.float32(1), jnp.float32(0)))[..., 0]
-    assert np.all(edge[:, 0] == 1.0)  # fill="nearest" repeats the edge that was shifted away from
 
 
 def test_a_sweep_folder_is_evaluated_run_by_run(evaluated, cnnexp, tmp_path):

@@ -3,6 +3,7 @@ folders it leaves."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -74,3 +75,8 @@ def copy_run(run: Path, destination: Path, *ignore: str) -> Path:
     a test that writes into a run another test shares."""
     shutil.copytree(run, destination, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
     return destination
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -12,15 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from helpers.commands import TINY, read_summary, run_dirs
 from omegaconf import OmegaConf
 
 from cnnexp import kernels
 from cnnexp.config import config_fingerprint
 from cnnexp.kernels import library
-from cnnexp.models.layers import pool2d as layers_pool2d
-from cnnexp.models.layers import resolve_padding
+from cnnexp.models.layers import pool2d as layers_pool2d, resolve_impl, resolve_padding
+from helpers.commands import TINY, read_summary, run_dirs
 
 RTOL = 1e-4  # float32: relative to the largest magnitude of the reference
 
@@ -214,8 +212,6 @@ def test_bfloat16_convolution_stays_close_to_float32():
 def test_an_unloadable_library_falls_back_to_xla_with_one_warning(monkeypatch, caplog):
     """No library file (no compiler at install time, another OS): one warning, no crash, and
     `auto` means XLA's layers."""
-    from cnnexp.models.layers import resolve_impl
-
     monkeypatch.setattr(library, "_kernel_library", lambda: (_ for _ in ()).throw(
         library.KernelsUnavailable("cnnexp's oneDNN kernels were not built")))
     library.load.cache_clear()

@@ -1,11 +1,11 @@
 """mlp: the dense-only baseline, layer by layer (the shared model contract is in test_models.py)."""
 
 import pytest
-from helpers.models import layer_records
 from flax import nnx
 
 from cnnexp.errors import UserError
 from cnnexp.models import count_params, create_model
+from helpers.models import layer_records
 
 
 def params(options: dict) -> int:

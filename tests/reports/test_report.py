@@ -4,7 +4,6 @@ launcher runs jobs side by side."""
 
 import csv
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -12,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
 from cnnexp.analysis.report import build_report, table_rows, write_report
-from cnnexp.launchers import share_accelerator_between_jobs
 
 
 def make_run(folder: Path, overrides: dict, config: dict, summary: dict | None, val_accuracy=()) -> Path:
@@ -196,21 +193,3 @@ def test_invariance_plot_is_drawn_and_linked(sweep):
     assert image == sweep / "plots" / "invariance.png"
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 10_000
     assert "plots/invariance.png" in (sweep / "report.md").read_text()
-
-
-JOBLIB = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
-BASIC = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
-
-
-@pytest.mark.parametrize("launcher, preset, expected", [
-    (JOBLIB, {}, "false"),  # parallel jobs: JAX must not take 75% of the card in the first job
-    (JOBLIB, {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}, None),  # the user's own choice stands
-    (BASIC, {}, None),  # one job at a time: JAX's default
-])
-def test_parallel_jobs_share_the_accelerator(monkeypatch, launcher, preset, expected):
-    for name in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in preset.items():
-        monkeypatch.setenv(name, value)
-    share_accelerator_between_jobs(launcher)
-    assert os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == expected

@@ -1,27 +1,21 @@
-"""Fine-tuning (source text 002): `init_from`, `optim.groups`, `data.classes` and
-`data.train_fraction`, and the finetune presets, on the bundled digits."""
+"""Fine-tuning (source text 002): `init_from` and the finetune presets, on the bundled digits
+(`optim.groups` is tested in test_optim.py, `data.classes` and `data.train_fraction` in
+data/test_subsets.py)."""
 
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from helpers.commands import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
 from flax import nnx
-from omegaconf import OmegaConf
 
-from cnnexp.data import load_dataset
-from cnnexp.data.digits import load_digits_splits
 from cnnexp.data.preprocess import load_preprocessing
-from cnnexp.data.subsets import label_fraction
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
-from cnnexp.models.param_paths import leaf_paths, output_layer
+from cnnexp.models.param_paths import leaf_paths
 from cnnexp.runs.checkpoints import read_weights
 from cnnexp.training.init_from import initialize_from
-from cnnexp.training.optim import ParamGroup, build_optimizer, param_groups
+from helpers.commands import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
 
 DIGITS = (8, 8, 1)
 FIRST_FIVE = "data.classes=[0,1,2,3,4]"
@@ -80,67 +74,6 @@ def test_a_source_of_another_architecture_loads_nothing_and_is_an_error(pretrain
         initialize_from(other, str(pretrained), output="classifier.out", reinit=[], strict=True)
     report = initialize_from(other, str(pretrained), output="classifier.out", reinit=[], strict=False)
     assert report.loaded == [] and "conv1.kernel" in report.skipped
-
-
-def test_the_output_layer_is_found_whatever_the_model_calls_it():
-    assert output_layer(lenet(classes=10), DIGITS) == "head"
-    simple = create_model("simple_cnn", {}, input_shape=DIGITS, num_classes=10, rngs=nnx.Rngs(0))
-    assert output_layer(simple, DIGITS) == "classifier.out"
-
-
-def test_param_groups_take_the_first_matching_group_and_leave_the_rest_at_full_rate():
-    paths = ["conv1.kernel", "conv1.bias", "fc1.kernel", "head.kernel", "head.bias"]
-    groups = param_groups(OmegaConf.create({"head": {"params": "@output", "lr_scale": 10},
-                                            "convs": {"params": ["conv*"], "lr_scale": 0}}), paths, "head")
-    assert groups == [ParamGroup("head", 10.0, ("head.kernel", "head.bias")),
-                      ParamGroup("convs", 0.0, ("conv1.kernel", "conv1.bias")),
-                      ParamGroup("rest", 1.0, ("fc1.kernel",))]
-    with pytest.raises(UserError, match="optim.groups.typo .* matches no parameter"):
-        param_groups(OmegaConf.create({"typo": {"params": "haed.*", "lr_scale": 1}}), paths, "head")
-
-
-def test_group_multipliers_scale_the_update_and_a_frozen_group_keeps_no_state():
-    params = {"body": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2, 3))}}
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
-    optim = OmegaConf.create({"name": "sgd", "lr": 0.1, "weight_decay": 0.0})
-    groups = [ParamGroup("head", 10.0, ("head.kernel",)), ParamGroup("body", 0.1, ("body.kernel",))]
-    tx = build_optimizer(optim, optax.constant_schedule(0.1), groups)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    np.testing.assert_allclose(updates["head"]["kernel"], -0.1 * 10 * 0.5, rtol=1e-6)
-    np.testing.assert_allclose(updates["body"]["kernel"], -0.1 * 0.1 * 0.5, rtol=1e-6)
-
-    adam = OmegaConf.create({"name": "adam", "lr": 0.1, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0})
-    frozen = build_optimizer(adam, optax.constant_schedule(0.1),
-                             [ParamGroup("head", 1.0, ("head.kernel",)), ParamGroup("body", 0.0, ("body.kernel",))])
-    state = frozen.init(params)
-    updates, _ = frozen.update(grads, state, params)
-    assert not np.any(updates["body"]["kernel"])
-    moments = [leaf.shape for leaf in jax.tree.leaves(state) if getattr(leaf, "ndim", 0) == 2]
-    assert moments == [(2, 3), (2, 3)]  # Adam's two moments for the head only
-
-
-def test_classes_are_selected_and_relabelled_in_the_order_given():
-    cfg = OmegaConf.create({"name": "digits", "val_fraction": 0.1, "classes": [7, "3"], "train_fraction": 1.0,
-                            "preprocess": "standardize", "whitening_epsilon": 0.01})
-    data = load_dataset(cfg, seed=0)
-    train, test, _ = load_digits_splits()
-    assert data.class_names == ("7", "3") and data.num_classes == 2
-    assert len(data.train) + len(data.val) == np.isin(train.labels, [7, 3]).sum()
-    assert len(data.test) == np.isin(test.labels, [7, 3]).sum()
-    sevens = train.images[train.labels == 7]
-    assert any(np.array_equal(image, sevens[0]) for image in data.train.images[data.train.labels == 0]) or \
-        any(np.array_equal(image, sevens[0]) for image in data.val.images[data.val.labels == 0])
-    with pytest.raises(UserError, match="the dataset's classes are 0..9"):
-        load_dataset(OmegaConf.merge(cfg, {"classes": [3, 12]}), seed=0)
-
-
-def test_train_fraction_is_stratified_and_fixed_by_the_seed():
-    train, _, _ = load_digits_splits()
-    part = label_fraction(train, 0.1, seed=0)
-    assert np.array_equal(part.images, label_fraction(train, 0.1, seed=0).images)
-    assert not np.array_equal(part.images, label_fraction(train, 0.1, seed=1).images)
-    counts, full = np.bincount(part.labels), np.bincount(train.labels)
-    np.testing.assert_allclose(counts, np.round(0.1 * full), atol=0)
 
 
 def test_a_frozen_body_is_bit_identical_after_training_and_the_run_records_what_it_did(cnnexp, tmp_path, pretrained):

@@ -5,9 +5,9 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers.commands import TINY, read_summary, run_dirs
 
 from cnnexp.training.steps import make_loss
+from helpers.commands import TINY, read_summary, run_dirs
 
 LOGITS = jnp.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
 LABELS = jnp.array([0, 1])

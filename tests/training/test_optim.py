@@ -1,10 +1,14 @@
+"""Schedules, optimizers and weight decay, and the parameter groups of optim.groups (fine-tuning)."""
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from omegaconf import OmegaConf
 
-from cnnexp.training.optim import build_optimizer, build_schedule
+from cnnexp.errors import UserError
+from cnnexp.training.optim import ParamGroup, build_optimizer, build_schedule, param_groups
 
 
 def schedule(**cfg):
@@ -38,3 +42,34 @@ def test_weight_decay_shrinks_kernels_but_not_biases(name):
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     assert np.all(np.asarray(updates["kernel"]) < 0)
     np.testing.assert_array_equal(np.asarray(updates["bias"]), 0.0)
+
+
+def test_param_groups_take_the_first_matching_group_and_leave_the_rest_at_full_rate():
+    paths = ["conv1.kernel", "conv1.bias", "fc1.kernel", "head.kernel", "head.bias"]
+    groups = param_groups(OmegaConf.create({"head": {"params": "@output", "lr_scale": 10},
+                                            "convs": {"params": ["conv*"], "lr_scale": 0}}), paths, "head")
+    assert groups == [ParamGroup("head", 10.0, ("head.kernel", "head.bias")),
+                      ParamGroup("convs", 0.0, ("conv1.kernel", "conv1.bias")),
+                      ParamGroup("rest", 1.0, ("fc1.kernel",))]
+    with pytest.raises(UserError, match="optim.groups.typo .* matches no parameter"):
+        param_groups(OmegaConf.create({"typo": {"params": "haed.*", "lr_scale": 1}}), paths, "head")
+
+
+def test_group_multipliers_scale_the_update_and_a_frozen_group_keeps_no_state():
+    params = {"body": {"kernel": jnp.ones((2, 2))}, "head": {"kernel": jnp.ones((2, 3))}}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    optim = OmegaConf.create({"name": "sgd", "lr": 0.1, "weight_decay": 0.0})
+    groups = [ParamGroup("head", 10.0, ("head.kernel",)), ParamGroup("body", 0.1, ("body.kernel",))]
+    tx = build_optimizer(optim, optax.constant_schedule(0.1), groups)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["head"]["kernel"], -0.1 * 10 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(updates["body"]["kernel"], -0.1 * 0.1 * 0.5, rtol=1e-6)
+
+    adam = OmegaConf.create({"name": "adam", "lr": 0.1, "b1": 0.9, "b2": 0.999, "weight_decay": 0.0})
+    frozen = build_optimizer(adam, optax.constant_schedule(0.1),
+                             [ParamGroup("head", 1.0, ("head.kernel",)), ParamGroup("body", 0.0, ("body.kernel",))])
+    state = frozen.init(params)
+    updates, _ = frozen.update(grads, state, params)
+    assert not np.any(updates["body"]["kernel"])
+    moments = [leaf.shape for leaf in jax.tree.leaves(state) if getattr(leaf, "ndim", 0) == 2]
+    assert moments == [(2, 3), (2, 3)]  # Adam's two moments for the head only

@@ -1,4 +1,4 @@
-"""The training speed options do what they claim: data parallel training equals one device,
+"""The training speed options do what they claim (data parallel training: test_data_parallel.py):
 bf16 computes in bfloat16 and still learns, the moving average and test-time flip are what
 evaluation sees."""
 
@@ -17,42 +17,7 @@ from flax import nnx
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model
 from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, make_loss, make_train_step
-from helpers.commands import assert_one_line_error, read_summary, stable_metrics, train_tiny_run
-
-TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
-RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100", "trainer.epochs=1"]
-
-
-def _two_device_env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {TWO_CPU_DEVICES}".strip()}
-
-
-def test_data_parallel_training_equals_one_device(shared_env, tmp_path):
-    """A ResNet (batch norm: statistics over the whole batch, across devices) trained on 2 CPU
-    devices follows the 1-device run step for step, within float32 reduction-order noise."""
-    env = _two_device_env(shared_env)
-    runs = {}
-    for devices in (1, 2):
-        (tmp_path / str(devices)).mkdir()
-        runs[devices] = train_tiny_run(tmp_path / str(devices), env, *RESNET, f"trainer.devices={devices}")
-    assert "data parallel over 2 devices" in (runs[2] / "train.log").read_text()
-    assert "data parallel" not in (runs[1] / "train.log").read_text()
-    one, two = stable_metrics(runs[1]), stable_metrics(runs[2])
-    assert [(r["kind"], r["split"], r["step"]) for r in one] == [(r["kind"], r["split"], r["step"]) for r in two]
-    # The first steps agree closely; Adam then amplifies the different summation order a little.
-    assert math.isclose(one[0]["loss"], two[0]["loss"], rel_tol=1e-4)
-    for a, b in zip(one, two, strict=True):
-        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-2), (a, b)
-        assert abs(a["accuracy"] - b["accuracy"]) <= 0.035, (a, b)  # a few images of a window
-
-
-def test_batch_must_split_across_devices(cnnexp):
-    result = cnnexp("train", "data=digits", "trainer.batch_size=63", env=_two_device_env(cnnexp.env))
-    assert_one_line_error(result, "trainer.batch_size=63 does not split evenly across 2 devices")
-
-
-def test_more_devices_than_present_is_an_error(cnnexp):
-    assert_one_line_error(cnnexp("train", "data=digits", "trainer.devices=64"), "trainer.devices=64: only")
+from helpers.commands import assert_one_line_error, read_summary, run_cnnexp, train_tiny_run
 
 
 def _lenet_step(precision: str, **options):
@@ -116,15 +81,10 @@ def test_tta_flip_averages_the_image_and_its_mirror():
 def test_ema_run_evaluates_the_average(shared_env, tmp_path):
     """Through the command: a run with an EMA (and the one-cycle schedule) trains, and `cnnexp evaluate`
     (which reads the checkpoint) reproduces its test accuracy, so it read the average too."""
-    import subprocess
-
-    from helpers.commands import cnnexp_executable
-
     run = train_tiny_run(tmp_path, shared_env, "trainer.ema_decay=0.9", "schedule=onecycle")
     summary = read_summary(run)
     assert summary["status"] == "completed"
-    done = subprocess.run([cnnexp_executable(), "evaluate", f"run={run}", "checkpoint=last"], cwd=tmp_path,
-                          env=shared_env, capture_output=True, text=True, timeout=300)
+    done = run_cnnexp("evaluate", f"run={run}", "checkpoint=last", cwd=tmp_path, env=shared_env)
     assert done.returncode == 0, done.stderr[-2000:]
     evaluated = json.loads((run / "evaluate" / "evaluation.json").read_text())
     assert math.isclose(evaluated["test_accuracy"], summary["test_accuracy"], abs_tol=1e-6)

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 from flax import nnx
 
 from cnnexp.models import create_model, list_models
@@ -19,6 +18,7 @@ from cnnexp.runs.trained import load_trained_run
 from cnnexp.visualize.maximize import Regularizers, Settings, Target, maximize, unit_statistics
 from cnnexp.visualize.probe import Probe, conv_stages, hidden_dense, list_layers, select_layers
 from cnnexp.visualize.synthesis import ImageParam, Transforms
+from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
 
 QUICK = ["maximize.steps=256", "maximize.units=12", "images=4", "mistakes=8"]
 
