@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers.commands import TINY, run_cnnexp, sweep_dir
+from helpers.commands import TINY, run_cnnexp, run_dirs, sweep_dir, train_tiny_run
 from helpers.shared import build_once, session_root
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that runs the installed command (it or a fixture it uses asks for `shared_env`, the
+    command's environment) must be marked slow, so `make test-fast` leaves it out."""
+    unmarked = [item.nodeid for item in items
+                if "shared_env" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests start the installed command but are not marked slow "
+                                "(@pytest.mark.slow):\n  " + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +57,12 @@ def grid(tmp_path_factory, shared_env) -> Path:
 
     root, _ = build_once(tmp_path_factory, "grid", build)
     return sweep_dir(root)
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory, shared_env) -> Path:
+    """LeNet trained six tiny epochs on the digits: the run `cnnexp evaluate` and `cnnexp visualize`
+    are tested on. Read only: both commands write into the run folder, so each works on a copy."""
+    root, _ = build_once(tmp_path_factory, "lenet-run", lambda root: train_tiny_run(root, shared_env, "trainer.epochs=6"))
+    (run,) = run_dirs(root / "outputs")
+    return run

@@ -10,6 +10,8 @@ import pytest
 
 from helpers.commands import assert_one_line_error
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 pytest.importorskip("torch")
 QUICK = ["data=digits", "bench.steps=2", "bench.repeats=2", "bench.warmup=1", "bench.eval_batches=1",
          "trainer.eval_batch_size=120"]

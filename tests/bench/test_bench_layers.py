@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 
 def test_quick_bench_writes_both_implementations_timings(shared_env, tmp_path):
     done = subprocess.run([sys.executable, "-m", "cnnexp.bench.layers", "--quick", "--repeats", "1",

@@ -2,6 +2,8 @@
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 
 def test_help_lists_the_commands(cnnexp):
     result = cnnexp("--help")

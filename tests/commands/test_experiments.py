@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 
+import pytest
 from omegaconf import OmegaConf
 
 from cnnexp.analysis.publish import _TITLES
@@ -42,6 +43,7 @@ def test_activations_preset_is_lenets_cpu_preset_swept_over_five_activations():
     assert swept_overrides(dry_run("reproduce-activations")) == ["experiment=activations"]
 
 
+@pytest.mark.slow
 def test_activations_sweep_trains_and_is_reported_per_activation(cnnexp, tmp_path):
     # The command line narrows the preset's sweep to two activations (Hydra's basic sweeper lets a
     # command-line sweep of a key replace the preset's).

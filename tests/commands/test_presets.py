@@ -14,7 +14,7 @@ from cnnexp.cli import compose_config, register_hydra_extensions
 from cnnexp.config import model_options, validate_config
 from helpers.commands import TINY, read_summary, run_dirs
 from helpers.configs import compose_with_hydra
-from helpers.models import layer_records
+from helpers.models import layer_records, marked_slow
 from helpers.paths import CONF
 
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -44,6 +44,7 @@ def test_preset_composes_and_its_model_builds_for_fashion_mnist(preset):
             {k: v for k, v in full.schedule.items() if k != "warmup_epochs"}
 
 
+@pytest.mark.slow
 def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):
     """One multirun over every CPU preset: one process, each preset in its own run folder."""
     result = cnnexp("train", "-m", f"experiment={','.join(CPU_PRESETS)}", *TINY, "trainer.epochs=1",
@@ -60,7 +61,7 @@ def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):
 SEARCHES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("search", marked_slow(SEARCHES, ("simple_cnn_design",)))  # it builds every design
 def test_hparams_search_preset_composes_into_an_optuna_search(search):
     cfg = compose_with_hydra([f"hparams_search={search}"])
     validate_config(cfg)
@@ -83,6 +84,7 @@ def test_slurm_launcher_preset_composes():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
 
 
+@pytest.mark.slow
 def test_classic_experiment_preset_trains(cnnexp, tmp_path):
     result = cnnexp("train", "experiment=lenet_classic", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,6 +9,8 @@ import yaml
 
 from helpers.commands import TINY, read_csv, read_summary, run_dirs, sweep_dir
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 
 def test_grid_gives_one_run_folder_per_combination(grid):
     runs = run_dirs(grid)

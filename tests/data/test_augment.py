@@ -101,6 +101,7 @@ def test_bad_augment_options_are_one_line_errors(changes, message):
         validate_data_options(data_cfg)
 
 
+@pytest.mark.slow
 def test_the_train_step_applies_the_augmentation_of_its_seed():
     """One step from the same state: augmentation, and another seed with it, change the update."""
     model = create_model("lenet", {}, input_shape=(8, 8, 1), num_classes=10, rngs=nnx.Rngs(0))
@@ -123,6 +124,7 @@ def test_the_train_step_applies_the_augmentation_of_its_seed():
     assert not np.allclose(params_after(flips, seed=1), augmented)
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_augmented_run(tmp_path, shared_env):
     strong = ["data/augment=strong", "data.augment.translate=1", "trainer.epochs=1"]
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
@@ -132,6 +134,7 @@ def test_the_same_seed_gives_the_same_augmented_run(tmp_path, shared_env):
     assert "augment translate=1, flip=True, rotate=15, erase=0.25" in (first / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_translate_as_big_as_the_images_is_a_one_line_error(cnnexp):
     assert_one_line_error(cnnexp("train", "data=digits", "data.augment.translate=8", "trainer.progress=false"),
                           "invalid data.augment.translate=8: must be below the image size (8 px)")

@@ -129,6 +129,7 @@ def test_bad_preprocess_options_are_one_line_errors(overrides, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_an_unknown_preprocess_stops_the_command_before_anything_runs(cnnexp, tmp_path):
     result = cnnexp("train", *TINY, "data.preprocess=whiten")
     assert_one_line_error(result, "invalid data.preprocess='whiten': choose one of none, center, standardize, pca, zca")

@@ -1,27 +1,33 @@
-"""`cnnexp evaluate` on a LeNet trained on digits for a few seconds: the test split as the run
+"""`cnnexp evaluate` on a LeNet trained on digits for a few seconds (the shared `lenet_run`): the test split as the run
 saw it, and invariance curves over shifted, rotated and scaled copies (the warp they use: data/test_transforms.py);
 a sweep folder evaluated run by run."""
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
+from helpers.commands import assert_one_line_error, copy_run, read_summary, run_cnnexp, train_tiny_run
+from helpers.shared import build_once
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 GRIDS = ["translations=[0,2]", "rotations=[0,40]", "scales=[1.0,0.6]"]
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, shared_env) -> Path:
-    run = train_tiny_run(tmp_path_factory.mktemp("evaluate"), shared_env, "trainer.epochs=4")
-    result = subprocess.run([cnnexp_executable(), "evaluate", f"run={run}", "checkpoint=last", "invariance=true",
-                             *GRIDS], env=shared_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert str(run / "evaluate" / "invariance.png") in result.stdout and "rotation" in result.stdout
-    return run
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory, lenet_run, shared_env) -> Path:
+    """`cnnexp evaluate` with invariance curves on a copy of the shared LeNet run: the copy. Read only."""
+
+    def build(root: Path) -> None:
+        run = copy_run(lenet_run, root / "run")
+        result = run_cnnexp("evaluate", f"run={run}", "checkpoint=last", "invariance=true", *GRIDS, cwd=root,
+                            env=shared_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert str(run / "evaluate" / "invariance.png") in result.stdout and "rotation" in result.stdout
+
+    return build_once(tmp_path_factory, "evaluated", build)[0] / "run"
 
 
 def test_the_last_checkpoint_gives_the_runs_own_test_numbers(evaluated):

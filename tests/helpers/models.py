@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
 
 from cnnexp.models import create_model
@@ -21,3 +22,9 @@ def layer_records(name: str, options: dict, shape: tuple[int, int, int], classes
     with recording() as records:
         jax.eval_shape(forward)
     return records
+
+
+def marked_slow(names: list[str], slow: tuple[str, ...]) -> list:
+    """`names` as pytest parameters, those in `slow` marked slow (for models whose real build and
+    first compilations take several seconds: their rows leave `make test-fast`)."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in slow else name for name in names]

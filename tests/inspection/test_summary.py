@@ -16,9 +16,12 @@ from cnnexp.analysis.model_summary import check_output_size
 from cnnexp.models import count_params, create_model, list_models, recording
 from cnnexp.models.layers import Pool2d
 from cnnexp.models.recording import LayerRecord
+from helpers.models import marked_slow
 
 SMALL = (8, 8, 1)
 CLASSES = 7
+# Tracing and compiling these takes seconds a test: their rows are slow.
+HEAVY = ("alexnet", "densenet", "inception")
 
 
 def _filled(abstract: nnx.Module) -> nnx.Module:
@@ -37,7 +40,7 @@ def _filled(abstract: nnx.Module) -> nnx.Module:
     return nnx.merge(graphdef, params, jax.tree.map(other, rest))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_rows_match_the_real_forward_pass(name):
     model = _filled(nnx.eval_shape(lambda: create_model(name, {}, input_shape=SMALL, num_classes=CLASSES,
                                                          rngs=nnx.Rngs(0))))
@@ -60,7 +63,7 @@ def test_rows_match_the_real_forward_pass(name):
     assert all(row.check is None or row.check.status != "MISMATCH" for row in summary.rows)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_total_params_is_count_params_and_every_parameter_is_in_a_row(name):
     summary = summarize_model(name, {}, (28, 28, 1), CLASSES)
     model = nnx.eval_shape(lambda: create_model(name, {}, input_shape=(28, 28, 1), num_classes=CLASSES,
@@ -69,7 +72,7 @@ def test_total_params_is_count_params_and_every_parameter_is_in_a_row(name):
     assert summary.params_outside_rows == {}
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_im2col_and_reference_pooling_give_the_same_table(name):
     # The textbook implementations trace to slices, concatenations and matrix products; the
     # receptive fields must still come out as for XLA's convolution and pooling.
@@ -157,6 +160,7 @@ def test_formats():
     assert markdown[header + 1].startswith("|---") and markdown[header + 2].startswith("| conv1 | conv | 5x5/1/0 |")
 
 
+@pytest.mark.slow
 def test_command_prints_json_for_a_dataset(cnnexp, tmp_path):
     result = cnnexp("summary", "model=lenet", "data=digits", "format=json")
     assert result.returncode == 0, result.stderr
@@ -166,6 +170,7 @@ def test_command_prints_json_for_a_dataset(cnnexp, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.slow
 def test_command_takes_an_input_shape_instead_of_data(cnnexp):
     result = cnnexp("summary", "model=lenet", "input_shape=[224,224,3]", "num_classes=1000")
     assert result.returncode == 0, result.stderr
@@ -173,6 +178,7 @@ def test_command_takes_an_input_shape_instead_of_data(cnnexp):
     assert "total" in result.stdout and "receptive field" in result.stdout
 
 
+@pytest.mark.slow
 def test_command_reads_only_the_declared_shape_of_unprepared_tfds_data(cnnexp):
     # The fixture's TFDS_DATA_DIR is empty: Fashion-MNIST is not prepared, and need not be.
     result = cnnexp("summary", "data=fashion_mnist", "format=csv")
@@ -180,6 +186,7 @@ def test_command_reads_only_the_declared_shape_of_unprepared_tfds_data(cnnexp):
     assert result.stdout.splitlines()[-1].startswith("total,") and "28x28x1" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -198,6 +205,7 @@ def test_bad_input_is_one_line_exit_2(cnnexp, overrides, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_command_help(cnnexp):
     result = cnnexp("summary", "--help")
     assert result.returncode == 0

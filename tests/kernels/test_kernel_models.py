@@ -21,7 +21,8 @@ from cnnexp.models import create_model, list_models
 from cnnexp.models.registry import model_options
 from cnnexp.training.steps import init_state, make_loss, make_train_step
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason="oneDNN kernels unavailable")
+# Slow: each model trains 20 steps twice over (and compiles two train steps).
+pytestmark = [pytest.mark.skipif(not kernels.available(), reason="oneDNN kernels unavailable"), pytest.mark.slow]
 
 STEPS, BATCH = 20, 32
 # Narrow and shallow where a family has the option: the comparison, not the size, is the point.

@@ -231,6 +231,7 @@ def test_an_unloadable_library_falls_back_to_xla_with_one_warning(monkeypatch, c
         kernels._bf16.cache_clear()
 
 
+@pytest.mark.slow
 def test_without_the_kernels_cnnexp_trains_on_xla_after_one_warning(cnnexp, tmp_path):
     """What a machine where the library cannot load sees, through the installed command."""
     result = cnnexp("train", *TINY, "trainer.epochs=1", env={**cnnexp.env, library.DISABLE_VARIABLE: "1"})

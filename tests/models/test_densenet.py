@@ -18,6 +18,7 @@ def build_abstract(options, shape, classes):
     return nnx.eval_shape(lambda: build(options, shape, classes))
 
 
+@pytest.mark.slow
 def test_densenet_121_has_torchvisions_parameter_count():
     model = build_abstract({"growth_rate": 32, "block_layers": [6, 12, 24, 16]}, (224, 224, 3), 1000)
     assert model.stem.kind == "imagenet"

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 from flax import nnx
 
 from cnnexp.models import count_params, create_model
@@ -11,6 +12,7 @@ from cnnexp.models.layers import LayerOptions
 BLOCK_3A = BlockWidths(64, 96, 128, 16, 32, 32)  # GoogLeNet Table 1, on 192 input channels
 
 
+@pytest.mark.slow
 def test_one_block_by_hand():
     plain = LayerOptions(norm="none")
     reduced = InceptionBlock(192, BLOCK_3A, plain, reduce=True, rngs=nnx.Rngs(0))
@@ -34,6 +36,7 @@ def test_batch_norm_replaces_the_conv_biases():
     assert count_params(block) == 163_696 - biases + 2 * biases
 
 
+@pytest.mark.slow
 def test_naive_network_has_more_parameters():
     def params(reduce):
         return count_params(nnx.eval_shape(lambda: create_model(

@@ -17,11 +17,15 @@ from cnnexp.models import count_params, create_model, list_models
 from cnnexp.models.registry import model_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.training.steps import init_state, make_loss, make_train_step
+from helpers.models import marked_slow
 from helpers.paths import CONF_MODEL
 
 SHAPE = (8, 8, 1)  # the bundled digits
 CLASSES = 10
 BATCH = 16
+# Their real builds (the initializers compile once per parameter shape) and first compilations take
+# seconds each: their rows are slow.
+HEAVY = ("alexnet", "alexnet_lite", "densenet", "inception", "resnet", "speednet", "vgg")
 
 
 def plain(tree):
@@ -54,7 +58,7 @@ def _forward():
     return nnx.jit(lambda model, x: model(x))  # one compilation per mode: faster than op by op
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1)])
 def test_every_model_maps_images_to_class_logits(name, shape):
     model = build(name, shape)
@@ -64,7 +68,7 @@ def test_every_model_maps_images_to_class_logits(name, shape):
     assert bool(jnp.all(jnp.isfinite(logits)))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
     model = build(name)
     tx = optax.adam(1e-3)
@@ -88,7 +92,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
     assert loss(state) < before
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_eval_is_deterministic_and_leaves_the_state_alone(name):
     model = build(name)
     model.eval()
@@ -100,7 +104,7 @@ def test_eval_is_deterministic_and_leaves_the_state_alone(name):
     assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b), before, after))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), HEAVY))
 def test_checkpoint_round_trips_params_and_model_state(name, tmp_path):
     model = build(name)
     model.train()
@@ -114,7 +118,7 @@ def test_checkpoint_round_trips_params_and_model_state(name, tmp_path):
     assert jax.tree.all(jax.tree.map(np.array_equal, plain(state), plain(restored)))
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if "norm" in model_options(n)])
+@pytest.mark.parametrize("name", marked_slow([n for n in list_models() if "norm" in model_options(n)], HEAVY))
 def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them(name):
     model = build(name, norm="batch")
     stats = lambda: plain(nnx.state(model, nnx.BatchStat))  # noqa: E731
@@ -129,7 +133,7 @@ def test_training_mode_updates_batch_statistics_and_eval_mode_uses_them(name):
     assert not jax.tree.all(jax.tree.map(np.array_equal, initial, stats()))
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if "dropout" in model_options(n)])
+@pytest.mark.parametrize("name", marked_slow([n for n in list_models() if "dropout" in model_options(n)], HEAVY))
 def test_dropout_is_random_in_training_mode_only(name):
     model = build(name, dropout=0.5)
     x = jax.random.normal(jax.random.key(4), (4, *SHAPE))
@@ -140,7 +144,7 @@ def test_dropout_is_random_in_training_mode_only(name):
     assert jnp.array_equal(forward(model, x), forward(model, x))
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", marked_slow(list_models(), ("densenet", "inception")))  # tracing them takes seconds
 def test_model_config_lists_every_option_with_the_builders_default(name):
     """conf/model/<name>.yaml is the user's reference: it must match what the builder takes."""
     config = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))

@@ -59,6 +59,7 @@ def test_auto_stem_is_imagenet_from_112_pixels(size, stem, stem_out):
     assert out.shape == (1, stem_out, stem_out, 8)
 
 
+@pytest.mark.slow
 def test_imagenet_stem_works_on_8x8_digits():
     model = build({**TINY, "stem": "imagenet"})
     model.eval()
@@ -66,6 +67,7 @@ def test_imagenet_stem_works_on_8x8_digits():
     assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
 
 
+@pytest.mark.slow
 def test_blocks_start_as_the_identity():
     # The last batch norm of each residual branch starts at scale 0, so a block with an identity
     # shortcut computes activation(x + 0) at initialization.
@@ -76,6 +78,7 @@ def test_blocks_start_as_the_identity():
     np.testing.assert_allclose(block(x), jax.nn.relu(x))
 
 
+@pytest.mark.slow
 def test_preact_blocks_change_the_forward_not_the_interface():
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
     post, pre = build(TINY), build({**TINY, "preact": True})
@@ -118,6 +121,7 @@ def test_norm_none_gives_every_conv_a_bias_and_no_batch_statistics():
     assert bool(jnp.all(jnp.isfinite(model(jnp.ones((2, 8, 8, 1))))))
 
 
+@pytest.mark.slow
 def test_conv_and_pool_implementations_reach_every_layer():
     x = jax.random.normal(jax.random.key(3), (2, 16, 16, 1))
     options = {**TINY, "stem": "imagenet"}

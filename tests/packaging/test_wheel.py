@@ -10,8 +10,12 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from helpers.commands import TINY, read_summary, run_dirs
 from helpers.paths import REPO
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "outputs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 

@@ -10,6 +10,8 @@ import pytest
 from cnnexp.analysis.publish import main as publish
 from helpers.commands import copy_run, read_csv, read_summary, run_cnnexp, run_dirs
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 
 @pytest.fixture(scope="module")
 def reported(grid, shared_env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:

@@ -5,7 +5,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers.commands import cnnexp_executable, read_summary, run_dirs, stable_metrics
+import pytest
+
+from helpers.commands import cnnexp_executable, copy_run, read_summary, run_cnnexp, run_dirs, stable_metrics
+from helpers.shared import build_once
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 # Long enough to be killed mid-run: 323 small steps per epoch (digits: 1,293 training images).
 STEPS_PER_EPOCH = 1293 // 4
@@ -25,13 +30,26 @@ def _signal_during_second_epoch(env, cwd: Path, signum: int, extra=()) -> tuple[
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        runs = run_dirs(cwd / "outputs")
-        if runs and read_summary(runs[0]).get("epochs_completed", 0) >= 1 and _checkpoint_steps(runs[0]):
+        run, summary = _live_run(cwd)
+        if run and summary.get("epochs_completed", 0) >= 1 and _checkpoint_steps(run):
             time.sleep(0.1)  # into the second epoch
             process.send_signal(signum)
-            return runs[0], process
+            return run, process
         time.sleep(0.05)
     raise AssertionError("the run did not finish its first epoch in time")
+
+
+def _live_run(cwd: Path) -> tuple[Path | None, dict]:
+    """The run folder of the one run training in `cwd` and its summary so far, or (None, {})
+    before it has one. Looks at outputs/runs/<run>/summary.json only: a search through the
+    whole folder would race Orbax renaming its temporary checkpoint folders; a summary being
+    rewritten at that moment counts as not there yet."""
+    for path in (cwd / "outputs").glob("runs/*/summary.json"):
+        try:
+            return path.parent, read_summary(path.parent)
+        except (OSError, ValueError):
+            return None, {}
+    return None, {}
 
 
 def _checkpoint_steps(run: Path) -> list[int]:
@@ -49,11 +67,34 @@ def _uninterrupted(cnnexp, cwd: Path, extra=()) -> Path:
     return run
 
 
-def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path):
-    reference = _uninterrupted(cnnexp, tmp_path / "reference")
-    killed_cwd = tmp_path / "killed"
-    run, process = _signal_during_second_epoch(cnnexp.env, killed_cwd, signal.SIGKILL)
-    process.wait()
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, shared_env) -> Path:
+    """The uninterrupted SLOW run, which the runs killed and resumed must end like. Read only."""
+
+    def build(root: Path) -> None:
+        result = run_cnnexp("train", *SLOW, cwd=root, env=shared_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    root, _ = build_once(tmp_path_factory, "faults-reference", build)
+    (run,) = run_dirs(root / "outputs")
+    return run
+
+
+@pytest.fixture(scope="session")
+def killed(tmp_path_factory, shared_env) -> Path:
+    """The working directory of a SLOW run killed (SIGKILL) in its second epoch, after its first
+    checkpoint. Read only: a test that resumes or breaks it works on a copy."""
+
+    def build(root: Path) -> None:
+        _, process = _signal_during_second_epoch(shared_env, root, signal.SIGKILL)
+        process.communicate()
+
+    return build_once(tmp_path_factory, "faults-killed", build)[0]
+
+
+def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path, reference, killed):
+    killed_cwd = copy_run(killed, tmp_path / "killed")
+    (run,) = run_dirs(killed_cwd / "outputs")
     assert read_summary(run)["status"] == "running"  # what a killed run leaves behind
 
     resumed = cnnexp("train", *SLOW, "resume=latest", cwd=killed_cwd)
@@ -85,9 +126,8 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_p
     assert stable_metrics(run) == stable_metrics(reference)
 
 
-def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path):
-    run, process = _signal_during_second_epoch(cnnexp.env, tmp_path, signal.SIGKILL)
-    process.wait()
+def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path, killed):
+    (run,) = run_dirs(copy_run(killed, tmp_path / "killed") / "outputs")
     step = run / "checkpoints" / "last" / str(max(_checkpoint_steps(run)))
     for file in (step / "state").rglob("*"):
         if file.is_file():
@@ -107,14 +147,13 @@ def test_resume_latest_without_a_matching_run_is_exit_2(cnnexp, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_run_killed_before_its_first_checkpoint_starts_over_on_resume(cnnexp, tmp_path):
-    reference = _uninterrupted(cnnexp, tmp_path / "reference")
+def test_run_killed_before_its_first_checkpoint_starts_over_on_resume(cnnexp, tmp_path, reference):
     cwd = tmp_path / "killed_early"
     cwd.mkdir()
     process = subprocess.Popen([cnnexp_executable(), "train", *SLOW], cwd=cwd, env=cnnexp.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((cwd / "outputs").rglob("metrics.jsonl")):  # training has begun
+    while not list((cwd / "outputs").glob("runs/*/metrics.jsonl")):  # training has begun
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)

@@ -2,14 +2,29 @@
 and seed, and a failed run's record when the loss turns NaN."""
 
 import json
+import shutil
+from pathlib import Path
 
-from helpers.commands import TINY, read_summary, run_dirs, stable_metrics
+import pytest
+
+from helpers.commands import TINY, read_summary, run_dirs, stable_metrics, train_tiny
+from helpers.shared import build_once
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 
-def test_train_writes_a_complete_run_folder(cnnexp, tmp_path):
-    result = cnnexp("train", *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path / "outputs" / "runs")
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, shared_env) -> tuple[Path, str]:
+    """`cnnexp train` of the TINY config (seed 0) in a fresh directory: the run folder and what
+    the command printed. Read only."""
+    root, printed = build_once(tmp_path_factory, "tiny-run",
+                               lambda root: {"stdout": train_tiny(root, shared_env)[1].stdout})
+    (run,) = run_dirs(root / "outputs" / "runs")
+    return run, printed["stdout"]
+
+
+def test_train_writes_a_complete_run_folder(tiny_run):
+    run, stdout = tiny_run
     summary = read_summary(run)
     assert summary["status"] == "completed"
     assert summary["params"] == 61_706 and summary["epochs_completed"] == 2
@@ -28,17 +43,18 @@ def test_train_writes_a_complete_run_folder(cnnexp, tmp_path):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit()) == ["20", "40"]
     assert [p.name for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit()]
-    assert f"{100 * summary['test_accuracy']:.2f}%" in result.stdout
-    assert str(run) in result.stdout.replace("\n", "")
+    assert f"{100 * summary['test_accuracy']:.2f}%" in stdout
+    assert str(run) in stdout.replace("\n", "")
 
 
-def test_same_config_and_seed_give_identical_metrics(cnnexp, tmp_path):
-    for _ in range(2):
-        assert cnnexp("train", *TINY, "seed=3").returncode == 0
+def test_same_config_and_seed_give_identical_metrics(cnnexp, tmp_path, tiny_run):
+    # The second run of the config trains beside a copy of the first (the shared TINY run).
+    shutil.copytree(tiny_run[0], tmp_path / "outputs" / "runs" / tiny_run[0].name)
+    assert cnnexp("train", *TINY).returncode == 0
     first, second = run_dirs(tmp_path / "outputs" / "runs")
     assert first != second  # each run has its own folder
     assert stable_metrics(first) == stable_metrics(second)
-    other = cnnexp("train", *TINY, "seed=4")
+    other = cnnexp("train", *TINY, "seed=4")  # seed 0 is the default
     assert other.returncode == 0
     third = [r for r in run_dirs(tmp_path / "outputs" / "runs") if r not in (first, second)][0]
     assert stable_metrics(third) != stable_metrics(first)

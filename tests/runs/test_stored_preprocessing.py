@@ -19,6 +19,8 @@ from cnnexp.runs.trained import load_trained_run
 from cnnexp.training.run import Trainer
 from helpers.commands import TINY, cnnexp_executable, read_summary, train_tiny_run
 
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
 # Run with whitening and augmentation: evaluation must see the stored transform and no augmentation.
 ZCA_RUN = ["data.preprocess=zca", "data.augment.translate=1", "data.augment.rotate=10", "data.augment.erase=0.25"]
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
 RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100", "trainer.epochs=1"]

@@ -37,6 +37,7 @@ def flat_weights(model: nnx.Module) -> dict[str, np.ndarray]:
     return dict(zip(leaf_paths(state), map(np.asarray, jax.tree.leaves(state)), strict=True))
 
 
+@pytest.mark.slow
 def test_init_from_loads_exactly_the_parameters_whose_path_and_shape_match(pretrained):
     source, _ = read_weights(pretrained, "best")
     model = lenet(classes=3)  # a new head: 3 classes instead of 5
@@ -51,6 +52,7 @@ def test_init_from_loads_exactly_the_parameters_whose_path_and_shape_match(pretr
         np.testing.assert_array_equal(loaded[path], fresh[path])
 
 
+@pytest.mark.slow
 def test_init_from_reinit_keeps_a_fitting_output_layer_fresh(pretrained):
     model = lenet(classes=5)
     fresh = flat_weights(model)
@@ -60,6 +62,7 @@ def test_init_from_reinit_keeps_a_fitting_output_layer_fresh(pretrained):
     np.testing.assert_array_equal(flat_weights(model)["head.kernel"], fresh["head.kernel"])
 
 
+@pytest.mark.slow
 def test_a_body_that_does_not_fit_is_an_error_unless_not_strict(pretrained):
     maxout = lenet(classes=5, activation="maxout")  # twice the channels in every layer but the head
     with pytest.raises(UserError, match="conv1.kernel: source shape"):
@@ -68,6 +71,7 @@ def test_a_body_that_does_not_fit_is_an_error_unless_not_strict(pretrained):
     assert "conv1.kernel" in report.reinitialized and "head.bias" in report.loaded
 
 
+@pytest.mark.slow
 def test_a_source_of_another_architecture_loads_nothing_and_is_an_error(pretrained):
     other = create_model("simple_cnn", {}, input_shape=DIGITS, num_classes=5, rngs=nnx.Rngs(0))
     with pytest.raises(UserError, match="nothing fits"):
@@ -76,6 +80,7 @@ def test_a_source_of_another_architecture_loads_nothing_and_is_an_error(pretrain
     assert report.loaded == [] and "conv1.kernel" in report.skipped
 
 
+@pytest.mark.slow
 def test_a_frozen_body_is_bit_identical_after_training_and_the_run_records_what_it_did(cnnexp, tmp_path, pretrained):
     result = cnnexp("train", *TINY, LAST_FIVE, f"init_from={pretrained}", "init_from_reinit=[@output]",
                     "optim.groups={body:{params:[conv*,fc*],lr_scale:0}}")
@@ -95,15 +100,18 @@ def test_a_frozen_body_is_bit_identical_after_training_and_the_run_records_what_
     assert "2 re-initialized" in result.stdout and "re-initialized head.kernel (init_from_reinit)" in result.stdout
 
 
+@pytest.mark.slow
 def test_init_from_a_folder_that_is_no_run_is_a_one_line_error(cnnexp, tmp_path):
     assert_one_line_error(cnnexp("train", *TINY, f"init_from={tmp_path}"), "not a run folder")
 
 
+@pytest.mark.slow
 def test_init_from_a_run_with_other_preprocessing_is_a_one_line_error(cnnexp, pretrained):
     result = cnnexp("train", *TINY, f"init_from={pretrained}", "data.preprocess=center")
     assert_one_line_error(result, "was trained with data.preprocess=standardize")
 
 
+@pytest.mark.slow
 def test_finetune_presets_run_end_to_end(cnnexp, tmp_path):
     """The presets of `make reproduce-finetune`, each for one tiny epoch on digits."""
     tiny = [*TINY, "trainer.epochs=1", "trainer.batch_size=32", "data.train_fraction=0.5"]

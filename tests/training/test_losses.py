@@ -33,6 +33,7 @@ def test_cross_entropy_with_smoothing(smoothing):
                                -(targets * log_p).sum(axis=1), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_run_trained_with_mse_learns_and_logs_mse(cnnexp, tmp_path):
     result = cnnexp("train", *TINY, "loss=mse", "trainer.epochs=4", "optim.lr=0.005")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,6 +43,7 @@ def test_a_run_trained_with_mse_learns_and_logs_mse(cnnexp, tmp_path):
     assert all(0 <= loss <= 2 for loss in losses)  # two probability vectors are at most 2 apart, squared
 
 
+@pytest.mark.slow
 def test_unknown_loss_is_a_config_error(cnnexp):
     result = cnnexp("train", *TINY, "loss=hinge")
     assert result.returncode == 2 and "loss/hinge" in result.stderr

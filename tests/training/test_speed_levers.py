@@ -78,6 +78,7 @@ def test_tta_flip_averages_the_image_and_its_mirror():
     assert math.isclose(loss_sum(tta, images), loss_sum(tta, mirrored), rel_tol=1e-5)
 
 
+@pytest.mark.slow
 def test_ema_run_evaluates_the_average(shared_env, tmp_path):
     """Through the command: a run with an EMA (and the one-cycle schedule) trains, and `cnnexp evaluate`
     (which reads the checkpoint) reproduces its test accuracy, so it read the average too."""
@@ -90,6 +91,7 @@ def test_ema_run_evaluates_the_average(shared_env, tmp_path):
     assert math.isclose(evaluated["test_accuracy"], summary["test_accuracy"], abs_tol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["trainer.precision=fp8", "trainer.ema_decay=1.5", "trainer.devices=0"])
 def test_bad_speed_options_are_one_line_errors(cnnexp, value):
     assert_one_line_error(cnnexp("train", "data=digits", value), value.split("=")[0])

@@ -4,7 +4,6 @@ class images classified as their class)."""
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import jax
@@ -18,24 +17,32 @@ from cnnexp.runs.trained import load_trained_run
 from cnnexp.visualize.maximize import Regularizers, Settings, Target, maximize, unit_statistics
 from cnnexp.visualize.probe import Probe, conv_stages, hidden_dense, list_layers, select_layers
 from cnnexp.visualize.synthesis import ImageParam, Transforms
-from helpers.commands import assert_one_line_error, cnnexp_executable, read_summary, train_tiny_run
+from helpers.commands import assert_one_line_error, copy_run, read_summary, run_cnnexp
+from helpers.models import marked_slow
+from helpers.shared import build_once
 
 QUICK = ["maximize.steps=256", "maximize.units=12", "images=4", "mistakes=8"]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, shared_env) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("visualize"), shared_env, "trainer.epochs=6")
+@pytest.fixture(scope="session")
+def gallery(tmp_path_factory, lenet_run, shared_env) -> Path:
+    """`cnnexp visualize` on a copy of the shared LeNet run: the gallery's index.html."""
+
+    def build(root: Path) -> None:
+        run = copy_run(lenet_run, root / "run")
+        result = run_cnnexp("visualize", f"run={run}", "checkpoint=last", *QUICK, cwd=root, env=shared_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        index = run / "visualize" / "index.html"
+        assert str(index) in result.stdout and "[9/9]" in result.stdout  # progress lines, then where it is
+
+    root, _ = build_once(tmp_path_factory, "gallery", build)
+    return root / "run" / "visualize" / "index.html"
 
 
-@pytest.fixture(scope="module")
-def gallery(trained_run, shared_env) -> Path:
-    result = subprocess.run([cnnexp_executable(), "visualize", f"run={trained_run}", "checkpoint=last", *QUICK],
-                            env=shared_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    index = trained_run / "visualize" / "index.html"
-    assert str(index) in result.stdout and "[9/9]" in result.stdout  # progress lines, then where it is
-    return index
+@pytest.fixture(scope="session")
+def trained_run(gallery) -> Path:
+    """The run the gallery was made of: the shared LeNet run's copy. Read only."""
+    return gallery.parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +50,7 @@ def record(gallery) -> dict:
     return json.loads((gallery.parent / "maximization.json").read_text())
 
 
+@pytest.mark.slow
 def test_gallery_references_only_files_that_exist_and_every_kind_of_figure(gallery):
     sources = re.findall(r"<img src='([^']+)'", gallery.read_text())
     names = {Path(source).name for source in sources}
@@ -56,6 +64,7 @@ def test_gallery_references_only_files_that_exist_and_every_kind_of_figure(galle
     assert written == names  # nothing written that the gallery does not show
 
 
+@pytest.mark.slow
 def test_every_unit_rises_well_above_its_random_start_and_past_real_images(record):
     assert set(record["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert [u["unit"] for u in record["layers"]["conv1"]] == list(range(6))  # every filter of conv1
@@ -70,6 +79,7 @@ def test_every_unit_rises_well_above_its_random_start_and_past_real_images(recor
         assert sum(beaten) >= 0.9 * len(units), layer
 
 
+@pytest.mark.slow
 def test_class_images_are_classified_as_their_class_and_regularized_ones_have_less_ink(record):
     for variant in ("unregularized", "regularized"):
         units = record["classes"][variant]["units"]
@@ -79,6 +89,7 @@ def test_class_images_are_classified_as_their_class_and_regularized_ones_have_le
     assert record["classes"]["regularized"]["mean_ink"] < record["classes"]["unregularized"]["mean_ink"] - 0.03
 
 
+@pytest.mark.slow
 def test_checkpoint_last_gives_back_the_runs_own_test_accuracy(record, trained_run):
     assert record["test_accuracy"] == pytest.approx(read_summary(trained_run)["test_accuracy"], abs=1e-6)
 
@@ -97,6 +108,7 @@ def _settings(**changes) -> Settings:
     return Settings(**{**base, **changes})
 
 
+@pytest.mark.slow
 def test_l1_lowers_the_ink_of_every_image_and_images_are_not_constant(lenet):
     run, layers, real = lenet
     (conv2,) = select_layers(layers, ["conv2"])
@@ -112,6 +124,7 @@ def test_l1_lowers_the_ink_of_every_image_and_images_are_not_constant(lenet):
         assert np.all(result.pixels.reshape(conv2.units, -1).std(axis=1) > 0.01)
 
 
+@pytest.mark.slow
 def test_total_variation_makes_neighbouring_pixels_alike(lenet):
     run, layers, real = lenet
     probe = Probe(run.model, [])
@@ -122,6 +135,7 @@ def test_total_variation_makes_neighbouring_pixels_alike(lenet):
     assert smooth.penalties["tv"].mean() < 0.7 * rough.penalties["tv"].mean()
 
 
+@pytest.mark.slow
 def test_default_layers_are_the_conv_stages_and_hidden_dense_layers(lenet):
     _, layers, _ = lenet
     assert [layer.name for layer in conv_stages(layers)] == ["conv1", "conv2"]
@@ -144,6 +158,7 @@ def test_fourier_images_are_valid_pixels_of_the_right_shape():
     assert pixels.shape == (4, 9, 7, 3) and float(pixels.min()) >= 0 and float(pixels.max()) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     ([], "say which run"),
     (["run=no/such/run"], "no such folder"),
@@ -156,12 +171,13 @@ def test_bad_input_is_one_line_and_exit_2(cnnexp, args, message):
     assert_one_line_error(result, message)
 
 
+@pytest.mark.slow
 def test_unknown_layer_lists_the_choices(cnnexp, trained_run):
     result = cnnexp("visualize", f"run={trained_run}", "layers=[conv9]")
     assert result.returncode == 2 and "no layer 'conv9'" in result.stderr and "0:conv1" in result.stderr
 
 
-@pytest.mark.parametrize("name", [name for name in list_models() if name != "mlp"])  # mlp: dense only
+@pytest.mark.parametrize("name", marked_slow([name for name in list_models() if name != "mlp"], ("densenet", "inception")))  # mlp: dense only
 def test_every_model_can_be_probed_at_its_conv_stages(name):
     model = nnx.eval_shape(lambda: create_model(name, {}, input_shape=(32, 32, 3), num_classes=10, rngs=nnx.Rngs(0)))
     model.eval()  # abstract: shapes only, nothing allocated
