@@ -11,6 +11,15 @@ import pytest
 
 from helpers.commands import TINY, run_cnnexp, run_dirs, sweep_dir, train_tiny_run
 from helpers.shared import build_once, session_root
+from helpers.xla import share_compilations, use_fast_compiles
+
+
+def pytest_configure(config):
+    use_fast_compiles()
+    # A pytest-xdist worker's base folder is <session folder>/popen-gwN: the workers share the
+    # cache beside it (without xdist there is one process, and nothing to share).
+    if os.environ.get("PYTEST_XDIST_WORKER") and config.option.basetemp:
+        share_compilations(Path(config.option.basetemp).parent / "cache" / "in-process")
 
 
 def pytest_collection_modifyitems(config, items):
