@@ -78,10 +78,11 @@ dataset:  ## install Debian's Fashion-MNIST files when apt is available (needs r
 run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='trainer.epochs=2')
 	$(BIN)/cnnexp train $(ARGS)
 
-# Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together so
-# its module fixtures (a trained run, a sweep) are built once.
+# Tests run in parallel, one worker per core (pytest-xdist); a worker out of tests takes over
+# half of another's (worksteal). The runs and sweeps several tests read are built once a session,
+# by the first worker that needs them (tests/conftest.py).
 test: setup $(BENCH_STAMP)  ## run the test suite
-	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal $(ARGS)
 
 # The tests marked slow (they start the installed command, train a model or take seconds) left out.
 test-fast: setup $(BENCH_STAMP)  ## run the fast tests only: no command started, no model trained (about a minute on 2 cores)

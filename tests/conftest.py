@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.commands import TINY, run_cnnexp, run_dirs, sweep_dir, train_tiny_run
+from helpers.paths import CPU_PRESETS
 from helpers.shared import build_once, session_root
 from helpers.xla import share_compilations, use_fast_compiles
 
@@ -75,3 +77,23 @@ def lenet_run(tmp_path_factory, shared_env) -> Path:
     root, _ = build_once(tmp_path_factory, "lenet-run", lambda root: train_tiny_run(root, shared_env, "trainer.epochs=6"))
     (run,) = run_dirs(root / "outputs")
     return run
+
+
+@pytest.fixture(scope="session")
+def preset_runs(tmp_path_factory, shared_env) -> dict[str, Path]:
+    """One multirun (one process) over every CPU preset and lenet_classic, each for one tiny epoch
+    on the digits in its own run folder: preset name -> run folder. Read only."""
+    presets = [*CPU_PRESETS, "lenet_classic"]
+
+    def build(root: Path) -> None:
+        result = run_cnnexp("train", "-m", f"experiment={','.join(presets)}", *TINY, "trainer.epochs=1",
+                            "trainer.batch_size=256", cwd=root, env=shared_env, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    root, _ = build_once(tmp_path_factory, "preset-runs", build)
+    runs = {}
+    for run in run_dirs(root / "outputs"):
+        (preset,) = [o.split("=", 1)[1] for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+                     if o.startswith("experiment=")]
+        runs[preset] = run
+    return runs

@@ -12,13 +12,11 @@ from omegaconf import OmegaConf
 
 from cnnexp.cli import compose_config, register_hydra_extensions
 from cnnexp.config import model_options, validate_config
-from helpers.commands import TINY, read_summary, run_dirs
+from helpers.commands import read_summary
 from helpers.configs import compose_with_hydra
 from helpers.models import layer_records, marked_slow
-from helpers.paths import CONF
+from helpers.paths import CONF, CPU_PRESETS, PRESETS
 
-PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-CPU_PRESETS = [p for p in PRESETS if p.endswith("_cpu")]
 FASHION_MNIST = (28, 28, 1)
 
 
@@ -45,14 +43,14 @@ def test_preset_composes_and_its_model_builds_for_fashion_mnist(preset):
 
 
 @pytest.mark.slow
-def test_cpu_presets_train_end_to_end(cnnexp, tmp_path):
-    """One multirun over every CPU preset: one process, each preset in its own run folder."""
-    result = cnnexp("train", "-m", f"experiment={','.join(CPU_PRESETS)}", *TINY, "trainer.epochs=1",
-                    "trainer.batch_size=256", timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = run_dirs(tmp_path / "outputs")
+def test_cpu_presets_train_end_to_end(preset_runs):
+    """One multirun over every CPU preset (the shared `preset_runs`, which trains lenet_classic
+    too): one process, each preset in its own run folder."""
+    assert sorted(preset_runs) == sorted([*CPU_PRESETS, "lenet_classic"])
+    assert len(set(preset_runs.values())) == len(preset_runs)
+    runs = [preset_runs[preset] for preset in CPU_PRESETS]
     summaries = {read_summary(run)["model"]: read_summary(run) for run in runs}
-    assert len(runs) == len(CPU_PRESETS)
+    assert len(summaries) == len(CPU_PRESETS)
     for model, summary in summaries.items():
         assert summary["status"] == "completed", (model, summary.get("error"))
         assert 0.0 <= summary["test_accuracy"] <= 1.0
@@ -85,10 +83,8 @@ def test_slurm_launcher_preset_composes():
 
 
 @pytest.mark.slow
-def test_classic_experiment_preset_trains(cnnexp, tmp_path):
-    result = cnnexp("train", "experiment=lenet_classic", *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path / "outputs")
+def test_classic_experiment_preset_trains(preset_runs):
+    run = preset_runs["lenet_classic"]  # trained by the multirun of the CPU presets
     config = (run / ".hydra" / "config.yaml").read_text()
     assert "activation: tanh" in config and "pool: avg" in config and "name: momentum" in config
     assert read_summary(run)["status"] == "completed"

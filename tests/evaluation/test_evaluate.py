@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from helpers.commands import assert_one_line_error, copy_run, read_summary, run_cnnexp, train_tiny_run
+from helpers.commands import assert_one_line_error, copy_run, read_summary, run_cnnexp
 from helpers.shared import build_once
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
@@ -73,10 +74,13 @@ def test_a_sweep_folder_is_evaluated_run_by_run(evaluated, cnnexp, tmp_path):
     assert f"1 of 2 runs below {sweep} could not be evaluated" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_model_with_dropout_is_evaluated(cnnexp, tmp_path):
+def test_a_model_with_dropout_is_evaluated(cnnexp, tmp_path, preset_runs):
     # Dropout keeps a random key in the model's state: loading the weights must pass over it
     # (make reproduce-invariance evaluates mlp, simple_cnn and inception presets, all with dropout).
-    run = train_tiny_run(tmp_path, cnnexp.env, "model=mlp", "model.dropout=0.2", "trainer.epochs=1")
+    # The mlp CPU preset's run (dropout 0.2, one tiny epoch) of the shared preset multirun, copied:
+    # evaluate writes into the run folder.
+    run = copy_run(preset_runs["mlp_fashion_mnist_cpu"], tmp_path / "run")
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").model.dropout == 0.2
     result = cnnexp("evaluate", f"run={run}")
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -52,7 +52,7 @@ def flat(tree) -> jax.Array:
     return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(tree)])
 
 
-@functools.cache  # both tests of a model share one trajectory (a file runs in one worker: --dist loadfile)
+@functools.cache  # both tests of a model share one trajectory (when they run in the same worker)
 def twin_training(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
     """20 steps of the real train step along one trajectory, each step taken by both
     implementations from the same state (then continuing from XLA's): free-running twins would

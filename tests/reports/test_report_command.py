@@ -2,29 +2,34 @@
 publish step of `make reproduce-*` on it."""
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from cnnexp.analysis.publish import main as publish
 from helpers.commands import copy_run, read_csv, read_summary, run_cnnexp, run_dirs
+from helpers.shared import build_once
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 
-@pytest.fixture(scope="module")
-def reported(grid, shared_env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+@pytest.fixture(scope="session")
+def reported(grid, shared_env, tmp_path_factory) -> tuple[Path, str]:
     """`cnnexp report` on a copy of the shared grid (the report is written into the sweep folder):
-    the copy and the finished command."""
-    sweep = copy_run(grid, tmp_path_factory.mktemp("reported") / grid.name)
-    result = run_cnnexp("report", str(sweep), cwd=sweep.parent, env=shared_env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sweep, result
+    the copy and what the command printed. Read only."""
+
+    def build(root: Path) -> dict:
+        sweep = copy_run(grid, root / grid.name)
+        result = run_cnnexp("report", str(sweep), cwd=root, env=shared_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return {"stdout": result.stdout}
+
+    root, printed = build_once(tmp_path_factory, "reported", build)
+    return root / grid.name, printed["stdout"]
 
 
 def test_report_groups_by_model_with_mean_and_std_over_seeds(reported):
-    grid, result = reported
+    grid, stdout = reported
     rows = read_csv(grid / "report.csv")
     assert [row["model"] for row in rows] == ["lenet", "simple_cnn"]
     for row in rows:
@@ -40,7 +45,7 @@ def test_report_groups_by_model_with_mean_and_std_over_seeds(reported):
     # The printed table and report.md show the same means, in percent.
     lenet = rows[0]
     shown = f"{100 * float(lenet['test_accuracy_mean']):.2f} ± {100 * float(lenet['test_accuracy_std']):.2f}"
-    assert shown in result.stdout and shown in (grid / "report.md").read_text()
+    assert shown in stdout and shown in (grid / "report.md").read_text()
 
 
 def test_report_links_only_plots_that_exist(reported):

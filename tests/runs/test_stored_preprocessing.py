@@ -3,7 +3,6 @@ evaluation, whatever the config says now."""
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from cnnexp.data.preprocess import FILE, Preprocessing, apply_preprocessing, loa
 from cnnexp.errors import UserError
 from cnnexp.runs.trained import load_trained_run
 from cnnexp.training.run import Trainer
-from helpers.commands import TINY, cnnexp_executable, read_summary, train_tiny_run
+from helpers.commands import TINY, read_summary, run_cnnexp, run_dirs, train_tiny_run
+from helpers.shared import build_once
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 
@@ -25,9 +25,18 @@ pytestmark = pytest.mark.slow  # every test here runs the installed command
 ZCA_RUN = ["data.preprocess=zca", "data.augment.translate=1", "data.augment.rotate=10", "data.augment.erase=0.25"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zca_run(tmp_path_factory, shared_env) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("zca"), shared_env, *ZCA_RUN)
+    """A ZCA_RUN, then `cnnexp evaluate run=<it> checkpoint=last` (evaluate/ in the run folder). Read only."""
+
+    def build(root: Path) -> None:
+        run = train_tiny_run(root, shared_env, *ZCA_RUN)
+        result = run_cnnexp("evaluate", f"run={run}", "checkpoint=last", cwd=root, env=shared_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    root, _ = build_once(tmp_path_factory, "zca-run", build)
+    (run,) = run_dirs(root / "outputs")
+    return run
 
 
 def test_the_run_stores_its_fit_on_its_own_training_split(zca_run):
@@ -39,12 +48,9 @@ def test_the_run_stores_its_fit_on_its_own_training_split(zca_run):
     assert read_summary(zca_run)["preprocess"] == "zca"
 
 
-def test_evaluate_sees_the_stored_transform_and_no_augmentation(zca_run, shared_env):
-    """The run's own test numbers came from eval steps built with augmentation on; evaluate
-    rebuilds the inputs from the stored file and gets exactly them."""
-    result = subprocess.run([cnnexp_executable(), "evaluate", f"run={zca_run}", "checkpoint=last"],
-                            env=shared_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_evaluate_sees_the_stored_transform_and_no_augmentation(zca_run):
+    """The run's own test numbers came from eval steps built with augmentation on; evaluate (run
+    by the fixture) rebuilds the inputs from the stored file and gets exactly them."""
     evaluation = json.loads((zca_run / "evaluate" / "evaluation.json").read_text())
     summary = read_summary(zca_run)
     assert summary["test_accuracy"] > 0.3  # learned something, so a different transform would show

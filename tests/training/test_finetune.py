@@ -16,16 +16,19 @@ from cnnexp.models.param_paths import leaf_paths
 from cnnexp.runs.checkpoints import read_weights
 from cnnexp.training.init_from import initialize_from
 from helpers.commands import TINY, assert_one_line_error, read_summary, run_dirs, train_tiny_run
+from helpers.shared import build_once
 
 DIGITS = (8, 8, 1)
 FIRST_FIVE = "data.classes=[0,1,2,3,4]"
 LAST_FIVE = "data.classes=[5,6,7,8,9]"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pretrained(tmp_path_factory, shared_env) -> Path:
-    """LeNet trained on digits 0-4 (two tiny epochs)."""
-    return train_tiny_run(tmp_path_factory.mktemp("pretrain"), shared_env, FIRST_FIVE)
+    """LeNet trained on digits 0-4 (two tiny epochs). Read only."""
+    root, _ = build_once(tmp_path_factory, "pretrained", lambda root: train_tiny_run(root, shared_env, FIRST_FIVE))
+    (run,) = run_dirs(root / "outputs")
+    return run
 
 
 def lenet(classes: int, seed: int = 1, **options) -> nnx.Module:
