@@ -16,7 +16,7 @@ KERNEL_SOURCES := setup.py $(wildcard cnnexp/kernels/src/*)
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup compiler dataset run test bench bench-layers gpu-carry gpu-check speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup compiler dataset run test test-fast bench bench-layers gpu-carry gpu-check speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
@@ -78,10 +78,15 @@ dataset:  ## install Debian's Fashion-MNIST files when apt is available (needs r
 run: setup  ## train LeNet-5 on Fashion-MNIST (extra overrides: make run ARGS='trainer.epochs=2')
 	$(BIN)/cnnexp train $(ARGS)
 
-# Test files run in parallel, one worker per core (pytest-xdist); a file's tests stay together so
-# its module fixtures (a trained run, a sweep) are built once.
+# Tests run in parallel, one worker per core (pytest-xdist); a worker out of tests takes over
+# half of another's (worksteal). The runs and sweeps several tests read are built once a session,
+# by the first worker that needs them (tests/conftest.py).
 test: setup $(BENCH_STAMP)  ## run the test suite
-	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal $(ARGS)
+
+# The tests marked slow (they start the installed command, train a model or take seconds) left out.
+test-fast: setup $(BENCH_STAMP)  ## run the fast tests only: no command started, no model trained (about a minute on 2 cores)
+	$(BIN)/pytest -q -n auto -m "not slow" $(ARGS)
 
 bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~4 min on 2 cores)
 	$(BIN)/cnnexp bench bench.doc=docs/bench.md $(ARGS)

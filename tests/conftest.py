@@ -1,41 +1,47 @@
-"""Shared helpers: run the installed `cnnexp` command the way a user does, on tiny configs."""
+"""Fixtures: the environment of the installed `cnnexp` command, running it the way a user does,
+and the trained runs and sweeps several test files read (built once a session, whichever test
+process needs them first). The helpers the test files share are in tests/helpers/."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import pytest
-from flax import nnx
-
-from cnnexp.models import create_model
-from cnnexp.models.recording import LayerRecord, recording
-
-# The smallest real experiment: the bundled digits, LeNet, two short epochs.
-TINY = ["data=digits", "trainer.epochs=2", "trainer.batch_size=64", "trainer.log_every_steps=5", "trainer.progress=false"]
-VOLATILE_KEYS = ("time", "images_per_s")
+import yaml
+from helpers.commands import TINY, run_cnnexp, run_dirs, sweep_dir, train_tiny_run
+from helpers.paths import CPU_PRESETS
+from helpers.shared import build_once, session_root
+from helpers.xla import share_compilations, use_fast_compiles
 
 
-def cnnexp_executable() -> str:
-    """The `cnnexp` console script of the environment running the tests."""
-    beside_python = Path(sys.executable).parent / "cnnexp"
-    found = str(beside_python) if beside_python.exists() else shutil.which("cnnexp")
-    assert found, "the cnnexp command is not installed (pip install -e .)"
-    return found
+def pytest_configure(config):
+    use_fast_compiles()
+    # A pytest-xdist worker's base folder is <session folder>/popen-gwN: the workers share the
+    # cache beside it (without xdist there is one process, and nothing to share).
+    if os.environ.get("PYTEST_XDIST_WORKER") and config.option.basetemp:
+        share_compilations(Path(config.option.basetemp).parent / "cache" / "in-process")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that runs the installed command (it or a fixture it uses asks for `shared_env`, the
+    command's environment) must be marked slow, so `make test-fast` leaves it out."""
+    unmarked = [item.nodeid for item in items
+                if "shared_env" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests start the installed command but are not marked slow "
+                                "(@pytest.mark.slow):\n  " + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")
 def shared_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for every test run: private data dir, one compilation cache for the session."""
+    """Environment for every test run: a private data dir per test process, and one compilation
+    cache for the whole session (every pytest-xdist worker), so a program compiled by one test's
+    run is loaded, not compiled again, by every other run of it."""
     root = tmp_path_factory.mktemp("env")
     env = dict(os.environ)
-    env.update(TFDS_DATA_DIR=str(root / "tfds"), CNNEXP_CACHE_DIR=str(root / "cache"), COLUMNS="200")
+    env.update(TFDS_DATA_DIR=str(root / "tfds"), CNNEXP_CACHE_DIR=str(session_root(tmp_path_factory) / "cache"),
+               COLUMNS="200")
     return env
 
 
@@ -44,53 +50,49 @@ def cnnexp(shared_env, tmp_path):
     """`cnnexp(*args)` runs the command in a fresh directory and returns the CompletedProcess."""
 
     def run(*args: str, cwd: Path = tmp_path, timeout: float = 300, env: dict | None = None):
-        return subprocess.run(
-            [cnnexp_executable(), *args], cwd=cwd, env=env or shared_env,
-            capture_output=True, text=True, timeout=timeout,
-        )
+        return run_cnnexp(*args, cwd=cwd, env=env or shared_env, timeout=timeout)
 
     run.env = shared_env
     return run
 
 
-def train_tiny_run(root: Path, env: dict[str, str], *overrides: str) -> Path:
-    """Train the TINY config (plus `overrides`) in `root` through the installed command; its run folder."""
-    result = subprocess.run([cnnexp_executable(), "train", *TINY, *overrides], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+@pytest.fixture(scope="session")
+def grid(tmp_path_factory, shared_env) -> Path:
+    """One 2x2 sweep (two models, two seeds, three tiny epochs). Read only: copy it to write in it."""
+
+    def build(root: Path) -> None:
+        result = run_cnnexp("train", "-m", *TINY, "trainer.epochs=3", "model=lenet,simple_cnn", "seed=0,1",
+                            cwd=root, env=shared_env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    root, _ = build_once(tmp_path_factory, "grid", build)
+    return sweep_dir(root)
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory, shared_env) -> Path:
+    """LeNet trained six tiny epochs on the digits: the run `cnnexp evaluate` and `cnnexp visualize`
+    are tested on. Read only: both commands write into the run folder, so each works on a copy."""
+    root, _ = build_once(tmp_path_factory, "lenet-run", lambda root: train_tiny_run(root, shared_env, "trainer.epochs=6"))
     (run,) = run_dirs(root / "outputs")
     return run
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
-    """Bad input: exit 2 and a message naming the problem, not a traceback."""
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+@pytest.fixture(scope="session")
+def preset_runs(tmp_path_factory, shared_env) -> dict[str, Path]:
+    """One multirun (one process) over every CPU preset and lenet_classic, each for one tiny epoch
+    on the digits in its own run folder: preset name -> run folder. Read only."""
+    presets = [*CPU_PRESETS, "lenet_classic"]
 
+    def build(root: Path) -> None:
+        result = run_cnnexp("train", "-m", f"experiment={','.join(presets)}", *TINY, "trainer.epochs=1",
+                            "trainer.batch_size=256", cwd=root, env=shared_env, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
 
-def run_dirs(outputs: Path) -> list[Path]:
-    """Run folders (those with a summary.json) under `outputs`, sorted by name."""
-    return sorted(p.parent for p in outputs.rglob("summary.json"))
-
-
-def read_summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def stable_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the fields that measure time."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in VOLATILE_KEYS} for r in records]
-
-
-def layer_records(name: str, options: dict, shape: tuple[int, int, int], classes: int = 10) -> list[LayerRecord]:
-    """The leaf layers' records of one eval-mode forward pass, traced abstractly (nothing allocated)."""
-
-    def forward():
-        model = create_model(name, options, input_shape=shape, num_classes=classes, rngs=nnx.Rngs(0))
-        model.eval()
-        return model(jnp.zeros((1, *shape)))
-
-    with recording() as records:
-        jax.eval_shape(forward)
-    return records
+    root, _ = build_once(tmp_path_factory, "preset-runs", build)
+    runs = {}
+    for run in run_dirs(root / "outputs"):
+        (preset,) = [o.split("=", 1)[1] for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+                     if o.startswith("experiment=")]
+        runs[preset] = run
+    return runs

@@ -1,0 +1,45 @@
+"""Data parallel training (trainer.devices) on 2 CPU devices equals one device, and its errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
+
+pytestmark = pytest.mark.slow  # every test here runs the installed command
+
+TWO_CPU_DEVICES = "--xla_force_host_platform_device_count=2"
+RESNET = ["model=resnet", "model.width=0.125", "trainer.eval_batch_size=100", "trainer.epochs=1"]
+
+
+def _two_device_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {TWO_CPU_DEVICES}".strip()}
+
+
+def test_data_parallel_training_equals_one_device(shared_env, tmp_path):
+    """A ResNet (batch norm: statistics over the whole batch, across devices) trained on 2 CPU
+    devices follows the 1-device run step for step, within float32 reduction-order noise."""
+    env = _two_device_env(shared_env)
+    runs = {}
+    for devices in (1, 2):
+        (tmp_path / str(devices)).mkdir()
+        runs[devices] = train_tiny_run(tmp_path / str(devices), env, *RESNET, f"trainer.devices={devices}")
+    assert "data parallel over 2 devices" in (runs[2] / "train.log").read_text()
+    assert "data parallel" not in (runs[1] / "train.log").read_text()
+    one, two = stable_metrics(runs[1]), stable_metrics(runs[2])
+    assert [(r["kind"], r["split"], r["step"]) for r in one] == [(r["kind"], r["split"], r["step"]) for r in two]
+    # The first steps agree closely; Adam then amplifies the different summation order a little.
+    assert math.isclose(one[0]["loss"], two[0]["loss"], rel_tol=1e-4)
+    for a, b in zip(one, two, strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-2), (a, b)
+        assert abs(a["accuracy"] - b["accuracy"]) <= 0.035, (a, b)  # a few images of a window
+
+
+def test_batch_must_split_across_devices(cnnexp):
+    result = cnnexp("train", "data=digits", "trainer.batch_size=63", env=_two_device_env(cnnexp.env))
+    assert_one_line_error(result, "trainer.batch_size=63 does not split evenly across 2 devices")
+
+
+def test_more_devices_than_present_is_an_error(cnnexp):
+    assert_one_line_error(cnnexp("train", "data=digits", "trainer.devices=64"), "trainer.devices=64: only")
