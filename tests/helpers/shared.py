@@ -21,11 +21,11 @@ def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict | None]) -> tuple[Path, dict]:
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> tuple[Path, dict]:
     """`build(folder)` run once per session in `folder` (empty, named `name`), whichever worker
     asks first; the others wait for it and get the same folder. Returns the folder and what
-    `build` returned (a JSON-able dict: a command's output, say). A failed build fails every
-    test that asks for it, with the first failure's message, and is not tried again."""
+    `build` returned if that is a dict (JSON-able: a command's output, say), else {}. A failed
+    build fails every test that asks for it, with the first failure's message, and is not tried again."""
     shared = session_root(tmp_path_factory) / "shared"
     shared.mkdir(exist_ok=True)
     folder, done, failed = shared / name, shared / f"{name}.json", shared / f"{name}.failed"
@@ -36,7 +36,8 @@ def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
                 shutil.rmtree(folder)
             folder.mkdir()
             try:
-                done.write_text(json.dumps(build(folder) or {}))
+                built = build(folder)
+                done.write_text(json.dumps(built if isinstance(built, dict) else {}))
             except BaseException as error:
                 failed.write_text("".join(traceback.format_exception_only(error)) or repr(error))
                 raise
