@@ -1,5 +1,7 @@
 """Exceptions that end a command with one clear line instead of a traceback."""
 
+import sys
+
 
 class UserError(Exception):
     """Bad input or a missing resource: shown as one line, exit status 2, no traceback."""
@@ -21,7 +23,5 @@ class TrainingInterrupted(Exception):
 
 def report_error(error: BaseException) -> int:
     """Print `error` as the command's one line on stderr; returns the exit status it stands for."""
-    import sys
-
     print(f"cnnexp: error: {error}", file=sys.stderr)
     return getattr(error, "exit_code", 1)

@@ -13,9 +13,7 @@ import orbax.checkpoint as ocp
 
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path
-from cnnexp.runs.layout import CHECKPOINT_KINDS, CHECKPOINTS_DIR
-
-BEST, LAST = CHECKPOINT_KINDS
+from cnnexp.runs.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 
 def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
@@ -31,8 +29,8 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: Path, keep: int):
         self.root = run_dir / CHECKPOINTS_DIR
-        self.last = _manager(self.root / LAST, keep)
-        self.best = _manager(self.root / BEST, 1)
+        self.last = _manager(self.root / LAST_CHECKPOINT, keep)
+        self.best = _manager(self.root / BEST_CHECKPOINT, 1)
 
     def save(self, state: Any, meta: dict[str, Any], *, best: bool) -> None:
         """Save `state` as the newest checkpoint (and as the best one if `best`); asynchronous."""

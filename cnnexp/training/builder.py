@@ -37,7 +37,6 @@ class Experiment:
     """What a config builds. `model` is in eval mode; the steps take and return `state`."""
 
     model: nnx.Module
-    output_layer: str  # the dotted path of the layer that produces the logits
     param_groups: list[ParamGroup]
     schedule: optax.Schedule
     state: TrainState
@@ -45,12 +44,6 @@ class Experiment:
     eval_step: Callable[..., Any]  # step(sums, params, model_state, images, labels, preprocessing, count, start)
     params: int  # trainable scalars
     kernels: dict[str, str]  # what computes each kind of layer: conv, pool, norm -> onednn, library, ...
-
-
-def build_model(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int) -> nnx.Module:
-    """The `model` group's network for this data, initialized from `seed`."""
-    return create_model(cfg.model.name, options_of(cfg.model), input_shape=input_shape, num_classes=num_classes,
-                        rngs=nnx.Rngs(cfg.seed))
 
 
 def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int, *,
@@ -61,7 +54,8 @@ def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_cla
     trainer = cfg.trainer
     # Run folders saved before an option existed are built with its default (loading a trained run).
     precision, ema_decay = trainer.get("precision", "float32"), trainer.get("ema_decay")
-    model = build_model(cfg, input_shape, num_classes)
+    model = create_model(cfg.model.name, options_of(cfg.model), input_shape=input_shape, num_classes=num_classes,
+                         rngs=nnx.Rngs(cfg.seed))
     output = output_layer(model, input_shape)
     if initialize is not None:
         initialize(model, output)
@@ -85,7 +79,7 @@ def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_cla
         tta_flip=trainer.get("tta_flip", False), batch_sharding=batch_sharding,
     )
     kernels = resolved_impls(options_of(cfg.model), COMPUTE_DTYPES[precision])
-    return Experiment(model, output, groups, schedule, state, train_step, eval_step, count_params(model), kernels)
+    return Experiment(model, groups, schedule, state, train_step, eval_step, count_params(model), kernels)
 
 
 def fit_to_training_data(model: nnx.Module, images: np.ndarray, preprocessing: Preprocessing) -> None:

@@ -19,7 +19,7 @@ from flax import nnx
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import OUTPUT_ALIAS, dotted_path, matches
 from cnnexp.runs.checkpoints import read_weights
-from cnnexp.runs.layout import CHECKPOINT_KINDS, CHECKPOINTS_DIR, CONFIG_FILE, is_run_folder
+from cnnexp.runs.layout import BEST_CHECKPOINT, CHECKPOINT_KINDS, CHECKPOINTS_DIR, CONFIG_FILE, is_run_folder
 
 log = logging.getLogger("cnnexp.train")
 
@@ -46,11 +46,11 @@ def resolve_source(init_from: str) -> tuple[Path, str]:
     """(run folder, best|last) for `init_from`: a run folder means its best checkpoint."""
     path = Path(init_from).expanduser()
     if is_run_folder(path):
-        return path, "best"
+        return path, BEST_CHECKPOINT
     if path.name in CHECKPOINT_KINDS and path.parent.name == CHECKPOINTS_DIR:
         return path.parent.parent, path.name
     raise UserError(f"init_from={init_from}: not a run folder (no {CONFIG_FILE}) nor "
-                    f"<run>/{CHECKPOINTS_DIR}/best or /last")
+                    f"<run>/{CHECKPOINTS_DIR}/{' or '.join(CHECKPOINT_KINDS)}")
 
 
 def initialize_from(model: nnx.Module, init_from: str, *, output: str, reinit: list[str],

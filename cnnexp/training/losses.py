@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnexp.checks import check_choice
-
 # (logits, labels) -> per-example losses
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -30,8 +28,7 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"cross_entropy
 
 def make_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
     """`loss(logits, labels) -> per-example losses` of the table's `name`, against one-hot targets
-    smoothed by `label_smoothing`."""
-    check_choice("loss.name", name, LOSSES)
+    smoothed by `label_smoothing` (the name is checked with the config: training.options)."""
     against_targets = LOSSES[name]
 
     def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -8,7 +8,6 @@ import jax
 import optax
 from omegaconf import DictConfig
 
-from cnnexp.checks import check_choice
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path, matches
 
@@ -46,7 +45,6 @@ SCHEDULES = {"constant": _constant, "cosine": _cosine, "onecycle": _onecycle, "s
 
 def build_schedule(schedule_cfg: DictConfig, base_lr: float, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
     """Learning rate per step: linear warmup over `warmup_epochs`, then the SCHEDULES entry."""
-    check_choice("schedule.name", schedule_cfg.name, SCHEDULES)
     warmup = min(int(round(schedule_cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
     after = SCHEDULES[schedule_cfg.name](schedule_cfg, base_lr, total_steps - warmup, warmup, total_steps)
     if warmup == 0:
@@ -83,7 +81,6 @@ DECOUPLED_DECAY = frozenset({"adamw"})
 
 def _base_optimizer(optim_cfg: DictConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
     """The Optax transformation for `optim.name`, stepping its rate along `schedule`."""
-    check_choice("optim.name", optim_cfg.name, OPTIMIZERS)
     decay = optim_cfg.get("weight_decay", 0.0)
     coupled = decay and optim_cfg.name not in DECOUPLED_DECAY
     l2 = [optax.add_decayed_weights(decay, mask=_weights_only)] if coupled else []

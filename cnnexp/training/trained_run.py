@@ -17,7 +17,7 @@ from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_prep
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path
 from cnnexp.runs.checkpoints import read_weights
-from cnnexp.runs.layout import CHECKPOINT_KINDS, CONFIG_FILE, PREPROCESSING_FILE, is_run_folder
+from cnnexp.runs.layout import BEST_CHECKPOINT, CHECKPOINT_KINDS, CONFIG_FILE, PREPROCESSING_FILE, is_run_folder
 from cnnexp.training.builder import build_experiment
 
 
@@ -46,7 +46,7 @@ def validate_run_choice(cfg: DictConfig, command: str) -> None:
         raise UserError(f"checkpoint={cfg.checkpoint!r}: choose {' or '.join(CHECKPOINT_KINDS)}")
 
 
-def load_trained_run(run_dir: Path, checkpoint: str = "best") -> TrainedRun:
+def load_trained_run(run_dir: Path, checkpoint: str = BEST_CHECKPOINT) -> TrainedRun:
     """Rebuild the run's model from its saved config and load the chosen checkpoint into it."""
     if not is_run_folder(run_dir):
         raise UserError(f"run={run_dir}: not a run folder (no {CONFIG_FILE})")

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.bench.torch_models.common import ACTIVATIONS, LAYER_CHOICES, Activation, batch_norm, check_options, choose
+from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.models.densenet import BOTTLENECK_WIDTH
 from cnnexp.models.inception import STAGES, STEM_CHANNELS, BlockWidths
 from cnnexp.models.layers import scaled

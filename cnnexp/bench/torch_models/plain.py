@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.bench.torch_models.common import ACTIVATIONS, batch_norm, check_options
+from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.models.alexnet import Conv, Pool, map_size
 from cnnexp.models.layers import MAXOUT_PIECES, Padding, resolve_padding, scaled
 from cnnexp.models.lenet import PAPER_INPUT_SIZE
