@@ -61,12 +61,12 @@ def _train_program(cfg: DictConfig, data: ImageDataset) -> _TrainProgram:
     parallel = trainer_parallel(cfg.trainer)
     experiment = build_experiment(
         cfg, data.input_shape, data.num_classes, steps_per_epoch=steps_per_epoch, parallel=parallel,
-        initialize=lambda model, _: fit_to_training_data(model, data.train.images, data.preprocessing))
+        initialize=lambda model, _: fit_to_training_data(model, data.fit_images(), data.preprocessing))
     place = jax.device_put if parallel is None else parallel.replicate
     state, preprocessing = place(experiment.state), place(data.preprocessing)
     images, labels = place(data.train.images), place(data.train.labels)
     order = place(epoch_order(jax.random.key(cfg.seed), 0, len(data.train)))
-    return _TrainProgram(LeafStep(experiment.train_step, state), (state, images, labels, preprocessing, order),
+    return _TrainProgram(LeafStep(experiment.gathered_step, state), (state, images, labels, preprocessing, order),
                          experiment.params, experiment.kernels, parallel, experiment.eval_step, place, steps_per_epoch)
 
 

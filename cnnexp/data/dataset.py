@@ -1,13 +1,14 @@
-"""The in-memory dataset the trainer sees, and the split/statistics rules every source obeys."""
+"""The dataset the trainer sees (in memory or streamed), and the split/statistics rules every source obeys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from cnnexp.data.geometry import Geometry
 from cnnexp.data.preprocess import Preprocessing, fit_preprocessing
 
 
@@ -20,6 +21,12 @@ class Split(NamedTuple):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, rows: np.ndarray) -> Split:
+        return Split(self.images[rows], self.labels[rows])
+
+    def with_labels(self, labels: np.ndarray) -> Split:
+        return Split(self.images, labels)
+
     def padded(self, batch_size: int) -> Split:
         """The split with zero images (label 0) appended up to a whole number of batches, so one
         compiled batch function covers it; evaluation masks examples at or past len(self)."""
@@ -28,53 +35,90 @@ class Split(NamedTuple):
                      np.concatenate([self.labels, np.zeros(missing, self.labels.dtype)]))
 
 
+# A split in memory, or one read from disk as it is used (cnnexp.data.stream.StreamedSplit); both
+# have `labels`, `take(rows)` and `with_labels(labels)`, which is all subsets and carving need.
+AnySplit = Any
+# Training images, at most, that a streamed dataset's preprocessing is fitted on (a seeded sample;
+# all of them when there are fewer, so a small dataset fits the same whether streamed or not).
+STREAMED_FIT_SAMPLE = 20_000
+
+
 @dataclass(frozen=True)
 class ImageDataset:
-    """A labelled image-classification dataset held in memory, already split.
+    """A labelled image-classification dataset, already split, held in memory (`Split`) or streamed.
 
     `preprocessing` (`preprocess` fitted with `whitening_epsilon`) comes from the training split
     only, so nothing about validation or test images leaks into the inputs the model sees.
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     class_names: tuple[str, ...]
     preprocess: str
     whitening_epsilon: float | None
+    geometry: Geometry = Geometry()
+    native_shape: tuple[int | None, int | None, int] | None = None  # None: the in-memory images' own
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.train, Split)
+
+    def fit_images(self, seed: int = 0) -> np.ndarray:
+        """uint8 training images at the model's size that data-dependent steps are fitted on: all of
+        an in-memory split, a seeded sample of a streamed one (centre windows in `crop` mode)."""
+        if not self.streamed:
+            return center_window(self.train.images, self.input_shape[:2])
+        count = min(len(self.train), STREAMED_FIT_SAMPLE)
+        rows = np.sort(np.random.default_rng(seed).permutation(len(self.train))[:count])
+        return center_window(self.train.images(rows), self.input_shape[:2])
 
     @cached_property
     def preprocessing(self) -> Preprocessing:
         """Fitted on first use: a run that reads its stored preprocessing (resume, evaluate,
         visualize) never pays for a whitening fit it would throw away."""
-        return fit_preprocessing(self.preprocess, self.train.images, self.whitening_epsilon)
+        return fit_preprocessing(self.preprocess, self.fit_images(), self.whitening_epsilon)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        height, width, channels = self.train.images.shape[1:]
-        return int(height), int(width), int(channels)
+        """The model's input (H, W, C)."""
+        native = self.native_shape if self.native_shape is not None else self.train.images.shape[1:]
+        return self.geometry.model_shape(native)
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int]:
+        """The (H, W, C) images are held and fed at, before the steps' crop (`data.resize=crop`)."""
+        native = self.native_shape if self.native_shape is not None else self.train.images.shape[1:]
+        return self.geometry.stored_shape(native)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
+def center_window(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The centre `size` window of uint8 NHWC images (themselves when they are that size)."""
+    top, left = (images.shape[1] - size[0]) // 2, (images.shape[2] - size[1]) // 2
+    return images[:, top:top + size[0], left:left + size[1]]
+
+
 def build_dataset(
     name: str,
-    train: Split,
-    test: Split,
+    train: AnySplit,
+    test: AnySplit,
     class_names: tuple[str, ...],
     *,
     val_fraction: float,
     seed: int,
     preprocess: str,
     whitening_epsilon: float | None = None,
+    geometry: Geometry = Geometry(),
+    native_shape: tuple[int | None, int | None, int] | None = None,
 ) -> ImageDataset:
     """Carve a validation split from `train` with the run's seed; `preprocess` is fitted on the rest."""
     order = np.random.default_rng(seed).permutation(len(train))
     val_count = max(1, int(round(val_fraction * len(train))))
     val_idx, train_idx = np.sort(order[:val_count]), np.sort(order[val_count:])
-    train_part = Split(train.images[train_idx], train.labels[train_idx])
-    val_part = Split(train.images[val_idx], train.labels[val_idx])
-    return ImageDataset(name, train_part, val_part, test, class_names, preprocess, whitening_epsilon)
+    return ImageDataset(name, train.take(train_idx), train.take(val_idx), test, class_names, preprocess,
+                        whitening_epsilon, geometry, native_shape)

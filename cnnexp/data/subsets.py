@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cnnexp.data.dataset import Split
+from cnnexp.data.dataset import AnySplit
 from cnnexp.errors import UserError
 
 # Seeds the label subsample apart from the validation carve, which uses the plain run seed.
@@ -33,15 +33,15 @@ def class_indices(classes: Sequence[int | str], class_names: Sequence[str]) -> l
     return indices
 
 
-def select_classes(split: Split, indices: Sequence[int]) -> Split:
+def select_classes(split: AnySplit, indices: Sequence[int]) -> AnySplit:
     """The examples of the chosen classes, labelled by their position in `indices`."""
     relabel = np.full(max(int(split.labels.max()), *indices) + 1, -1, np.int32)
     relabel[list(indices)] = np.arange(len(indices), dtype=np.int32)
     keep = relabel[split.labels] >= 0
-    return Split(split.images[keep], relabel[split.labels[keep]])
+    return split.take(np.flatnonzero(keep)).with_labels(relabel[split.labels[keep]])
 
 
-def label_fraction(split: Split, fraction: float, seed: int) -> Split:
+def label_fraction(split: AnySplit, fraction: float, seed: int) -> AnySplit:
     """A stratified `fraction` of `split` (at least two examples per class, so training and
     validation can both see each class), the same for the same seed, in the original order."""
     rng = np.random.default_rng([seed, _FRACTION_STREAM])
@@ -51,4 +51,4 @@ def label_fraction(split: Split, fraction: float, seed: int) -> Split:
         count = min(len(members), max(2, int(round(fraction * len(members)))))
         keep.append(rng.choice(members, count, replace=False))
     chosen = np.sort(np.concatenate(keep))
-    return Split(split.images[chosen], split.labels[chosen])
+    return split.take(chosen)

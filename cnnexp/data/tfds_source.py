@@ -1,9 +1,10 @@
-"""Any TFDS image-classification dataset by name, read into memory without TensorFlow.
+"""Any TFDS image-classification dataset by name, opened without TensorFlow.
 
 MNIST and Fashion-MNIST are prepared offline from IDX files (`data.source_dir`, or the
 Debian package's copy) when they are not prepared yet; every other name goes through TFDS's
 normal download-and-prepare, which needs a network. Reading uses `tfds.data_source`
-(array_record files, random access, numpy out), so TensorFlow is never imported.
+(array_record files, random access, numpy out: `cnnexp.data.records`), so TensorFlow is never
+imported.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import functools
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from cnnexp.data.dataset import Split
 from cnnexp.data.offline_idx import (
     DEBIAN_PACKAGES,
     OFFLINE_BUILDERS,
@@ -24,9 +22,8 @@ from cnnexp.data.offline_idx import (
     has_idx_files,
     prepare_from_idx,
 )
+from cnnexp.data.records import RecordSplit, record_split
 from cnnexp.errors import UserError
-
-READ_CHUNK = 10_000  # examples per `__getitems__` call: bounded memory, few Python round trips
 
 
 def _builder(name: str, data_dir: Path):
@@ -104,28 +101,11 @@ def _prepare(name: str, builder, data_dir: Path, source_dir: Path | None, downlo
         ) from None
 
 
-def _read_split(source, split: str, image_key: str, label_key: str) -> Split:
-    images, labels = [], []
-    for start in range(0, len(source), READ_CHUNK):
-        batch = source.__getitems__(list(range(start, min(start + READ_CHUNK, len(source)))))
-        images.extend(example[image_key] for example in batch)
-        labels.extend(example[label_key] for example in batch)
-    images_array = np.stack(images).astype(np.uint8)
-    if images_array.ndim == 3:
-        images_array = images_array[..., None]
-    if images_array.ndim != 4:
-        raise UserError(f"split {split!r} images have shape {images_array.shape[1:]}; expected H x W x C")
-    return Split(images_array, np.asarray(labels, dtype=np.int32))
-
-
-@functools.lru_cache(maxsize=4)
-def load_tfds_splits(
+def open_tfds(
     name: str, data_dir: str, source_dir: str | None, download: bool = True
-) -> tuple[Split, Split, tuple[str, ...]]:
-    """Train and test splits and class names of TFDS dataset `name`, preparing it once if needed.
-
-    Cached per process, so a multirun sweep reads the files once.
-    """
+) -> tuple[RecordSplit, RecordSplit, tuple[str, ...]]:
+    """Train and test splits (on disk, labels read) and class names of TFDS dataset `name`,
+    preparing it once if needed."""
     directory = Path(data_dir).expanduser()
     source = Path(source_dir).expanduser() if source_dir else None
     builder = _builder(name, directory)
@@ -138,14 +118,22 @@ def load_tfds_splits(
             if not builder.is_prepared():
                 _prepare(name, builder, directory, source, download)
                 builder = _builder(name, directory)
+    return open_prepared(name, str(builder.data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def open_prepared(name: str, dataset_dir: str) -> tuple[RecordSplit, RecordSplit, tuple[str, ...]]:
+    """Train and test splits and class names of the dataset prepared in `dataset_dir` (a test split
+    is the one named test, else validation). Cached per folder, so a sweep reads labels once."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(dataset_dir)
     info = builder.info
     image_key, label_key = _supervised_keys(name, info)
     splits = set(info.splits)
     test_name = next((s for s in ("test", "validation") if s in splits), None)
     if "train" not in splits or test_name is None:
         raise UserError(f"dataset {name!r} needs a train and a test (or validation) split; it has {sorted(splits)}")
-    sources = builder.as_data_source()
-    train = _read_split(sources["train"], "train", image_key, label_key)
-    test = _read_split(sources[test_name], test_name, image_key, label_key)
-    class_names = tuple(info.features[label_key].names)
-    return train, test, class_names
+    train = record_split(builder, "train", image_key, label_key)
+    test = record_split(builder, test_name, image_key, label_key)
+    return train, test, tuple(info.features[label_key].names)

@@ -16,6 +16,7 @@ from flax import nnx
 from omegaconf import DictConfig
 
 from cnnexp.data.augment import make_augment
+from cnnexp.data.geometry import Geometry
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing
 from cnnexp.models import count_params, create_model, options_of
 from cnnexp.models.layers import resolved_impls
@@ -23,7 +24,15 @@ from cnnexp.models.param_paths import leaf_paths, output_layer
 from cnnexp.training.losses import make_loss
 from cnnexp.training.optim import ParamGroup, build_optimizer, build_schedule, param_groups
 from cnnexp.training.parallel import DataParallel
-from cnnexp.training.steps import COMPUTE_DTYPES, TrainState, init_state, make_eval_step, make_train_step, to_pixels
+from cnnexp.training.steps import (
+    COMPUTE_DTYPES,
+    TrainState,
+    gathering,
+    init_state,
+    make_eval_step,
+    make_train_step,
+    to_pixels,
+)
 
 # Training images that data-dependent layers (`model.fit_to_data`) are fitted on.
 DATA_FIT_SAMPLE = 5000
@@ -40,7 +49,8 @@ class Experiment:
     param_groups: list[ParamGroup]
     schedule: optax.Schedule
     state: TrainState
-    train_step: Callable[..., TrainState]  # step(state, images, labels, preprocessing, order, batch_index)
+    train_step: Callable[..., TrainState]  # step(state, images, labels, preprocessing, batch_index): one batch
+    gathered_step: Callable[..., TrainState]  # step(state, images, labels, preprocessing, order, batch_index)
     eval_step: Callable[..., Any]  # step(sums, params, model_state, images, labels, preprocessing, count, start)
     params: int  # trainable scalars
     kernels: dict[str, str]  # what computes each kind of layer: conv, pool, norm -> onednn, library, ...
@@ -68,23 +78,25 @@ def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_cla
     eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     batch_sharding = None if parallel is None else parallel.batch
     augment = cfg.data.get("augment")
+    train_view, eval_view = Geometry.of(cfg.data).views()
     train_step = make_train_step(
-        train_graphdef, tx, batch_size=trainer.batch_size,
-        loss=make_loss(cfg.loss.name, cfg.loss.get("label_smoothing", 0.0)),
-        augment=None if augment is None else make_augment(augment, input_shape), seed=cfg.seed,
-        precision=precision, ema_decay=ema_decay, batch_sharding=batch_sharding,
+        train_graphdef, tx, loss=make_loss(cfg.loss.name, cfg.loss.get("label_smoothing", 0.0)),
+        augment=None if augment is None else make_augment(augment, input_shape), view=train_view, seed=cfg.seed,
+        precision=precision, ema_decay=ema_decay,
     )
     eval_step = make_eval_step(
         eval_graphdef, batch_size=trainer.eval_batch_size, loss=make_loss(cfg.loss.name), precision=precision,
-        tta_flip=trainer.get("tta_flip", False), batch_sharding=batch_sharding,
+        tta_flip=trainer.get("tta_flip", False), view=eval_view, batch_sharding=batch_sharding,
     )
     kernels = resolved_impls(options_of(cfg.model), COMPUTE_DTYPES[precision])
-    return Experiment(model, groups, schedule, state, train_step, eval_step, count_params(model), kernels)
+    return Experiment(model, groups, schedule, state, train_step, gathering(train_step, trainer.batch_size, batch_sharding),
+                      eval_step, count_params(model), kernels)
 
 
 def fit_to_training_data(model: nnx.Module, images: np.ndarray, preprocessing: Preprocessing) -> None:
     """Start data-dependent layers (speednet's patch whitening: models with a `fit_to_data`
-    method) from a sample of the preprocessed training images; other models are left alone."""
+    method) from a sample of the preprocessed training images (`ImageDataset.fit_images`: at the
+    model's size); other models are left alone."""
     if hasattr(model, "fit_to_data"):
         sample = jnp.asarray(images[:DATA_FIT_SAMPLE])
         model.fit_to_data(np.asarray(apply_preprocessing(preprocessing, to_pixels(sample))))

@@ -1,7 +1,8 @@
 """One training run: from a composed config to a finished run folder.
 
 The loop talks to the device only at log points and epoch ends; between them it just
-dispatches the compiled step. Checkpoints are written at every epoch end and on Ctrl-C, and
+dispatches the compiled step on the batches of its feed (`training.feeds`: the split on the
+device, or streamed from disk). Checkpoints are written at every epoch end and on Ctrl-C, and
 summary.json says at every moment how far the run got.
 """
 
@@ -11,7 +12,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,29 +23,22 @@ from flax import nnx
 from omegaconf import DictConfig
 
 from cnnexp.console import print_summary, training_progress
-from cnnexp.data import Split, load_dataset
+from cnnexp.data import load_dataset
 from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
+from cnnexp.data.stream import default_workers
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.summary import environment, read_summary, write_summary
 from cnnexp.training.builder import build_experiment, fit_to_training_data
+from cnnexp.training.feeds import MemoryEval, MemoryFeed, StreamEval, StreamFeed
 from cnnexp.training.init_from import initialize_from, resolve_source
 from cnnexp.training.optim import REST_GROUP
 from cnnexp.training.parallel import trainer_parallel
-from cnnexp.training.steps import LeafStep, epoch_order, evaluated_params
+from cnnexp.training.steps import evaluated_params
 
 log = logging.getLogger("cnnexp.train")
-
-
-@dataclass(frozen=True)
-class _DeviceSplit:
-    """An evaluation split on the device, padded to whole batches."""
-
-    images: jax.Array
-    labels: jax.Array
-    count: int
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -152,27 +145,41 @@ class Trainer:
             log.info("data parallel over %d devices", self.parallel.device_count)
         self.state = place(self.state)
         self.preprocessing = place(preprocessing)
-        self.train_images = place(self.data.train.images)
-        self.train_labels = place(self.data.train.labels)
-        self.eval_splits = {"val": self._to_device(self.data.val, place), "test": self._to_device(self.data.test, place)}
-        self.shuffle_key = jax.random.key(cfg.seed)
+        self._make_feeds(place)
 
         compile_start = time.perf_counter()
-        order = jax.jit(epoch_order, static_argnums=2)
-        self.order = order.lower(self.shuffle_key, 0, len(self.data.train)).compile()
-        example_order = jnp.zeros(len(self.data.train), jnp.int32)
-        self.train_step = LeafStep(experiment.train_step, self.state).compile(
-            self.state, self.train_images, self.train_labels, self.preprocessing, example_order, np.int32(0))
+        self.train_step = self.feed.compile(experiment, self.state, self.preprocessing)
         eval_step = jax.jit(experiment.eval_step)
-        self.eval_steps = {
-            name: eval_step.lower(
-                jnp.zeros(3), evaluated_params(self.state), self.state.model_state, split.images, split.labels,
-                self.preprocessing, np.int32(0), np.int32(0),
+        self.eval_steps = {}
+        for name, feed in self.eval_feeds.items():
+            images, labels, count, start = feed.example()
+            self.eval_steps[name] = eval_step.lower(
+                jnp.zeros(3), evaluated_params(self.state), self.state.model_state, images, labels,
+                self.preprocessing, count, start,
             ).compile()
-            for name, split in self.eval_splits.items()
-        }
         self.summary["compile_time_s"] = time.perf_counter() - compile_start
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
+
+    def _make_feeds(self, place: Callable[[Any], Any]) -> None:
+        """The training feed and the evaluation splits' feeds: on the device, or streamed."""
+        data, batch_size, eval_batch_size = self.data, self.batch_size, self.eval_batch_size
+        self.summary["data_path"] = "streamed" if data.streamed else "in_memory"
+        if not data.streamed:
+            self.feed = MemoryFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place=place)
+            self.eval_feeds = {name: MemoryEval(split, batch_size=eval_batch_size, place=place)
+                               for name, split in (("val", data.val), ("test", data.test))}
+            return
+        workers = self.cfg.data.get("stream_workers", "auto")
+        workers = default_workers() if workers == "auto" else int(workers)
+        sharding = None if self.parallel is None else self.parallel.batch
+        place_batch = partial(jax.device_put, device=sharding)
+        log.info("streaming %s from disk: %d Grain worker process(es), images stored at %s",
+                 data.name, workers, "x".join(map(str, data.stored_shape)))
+        self.feed = StreamFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place_batch=place_batch,
+                               stored_shape=data.stored_shape, workers=workers)
+        self.eval_feeds = {name: StreamEval(split, batch_size=eval_batch_size, place_batch=place_batch,
+                                            stored_shape=data.stored_shape, workers=workers)
+                           for name, split in (("val", data.val), ("test", data.test))}
 
     def _initialize(self, preprocessing: Preprocessing, model: nnx.Module, output: str) -> None:
         """A fresh run fits data-dependent layers; fine-tuning loads what fits of `init_from`; a
@@ -183,7 +190,7 @@ class Trainer:
                 model, cfg.init_from, output=output, reinit=list(cfg.init_from_reinit), strict=cfg.init_from_strict,
             ).as_record()
         elif not cfg.resume:
-            fit_to_training_data(model, self.data.train.images, preprocessing)
+            fit_to_training_data(model, self.data.fit_images(), preprocessing)
 
     def _preprocessing(self) -> Preprocessing:
         """The run's input transform. Resuming: the one stored in the run folder, so training goes on
@@ -204,20 +211,15 @@ class Trainer:
         save_preprocessing(self.run_dir / PREPROCESSING_FILE, chosen)
         return chosen
 
-    def _to_device(self, split: Split, place: Callable[[Any], Any]) -> _DeviceSplit:
-        padded = split.padded(self.eval_batch_size)
-        return _DeviceSplit(place(padded.images), place(padded.labels), len(split))
-
     def _elapsed(self) -> float:
         return self.meta["elapsed_s"] + time.perf_counter() - self.clock_start
 
     def evaluate(self, split_name: str) -> tuple[float, float]:
         """Mean loss and accuracy of the current state on an evaluation split."""
-        split, step = self.eval_splits[split_name], self.eval_steps[split_name]
+        step, params, model_state = self.eval_steps[split_name], evaluated_params(self.state), self.state.model_state
         sums = jnp.zeros(3)
-        for start in range(0, split.images.shape[0], self.eval_batch_size):
-            sums = step(sums, evaluated_params(self.state), self.state.model_state, split.images, split.labels,
-                        self.preprocessing, np.int32(split.count), np.int32(start))
+        for images, labels, count, start in self.eval_feeds[split_name].batches():
+            sums = step(sums, params, model_state, images, labels, self.preprocessing, count, start)
         loss_sum, correct, count = jax.device_get(sums)
         return float(loss_sum / count), float(correct / count)
 
@@ -261,15 +263,14 @@ class Trainer:
             ) as progress:
                 for epoch in range(first_step // self.steps_per_epoch, trainer.epochs):
                     epoch_start_time = time.perf_counter()
-                    order = self.order(self.shuffle_key, epoch)
                     first_batch = first_step % self.steps_per_epoch if epoch == first_step // self.steps_per_epoch else 0
                     window = self.meta["log_window_sums"] if first_batch else None
                     window = np.asarray(window if window is not None else [0.0, 0.0, 0.0])
                     window_time = time.perf_counter()
                     leaves = self.train_step.leaves(self.state)
-                    for batch in range(first_batch, self.steps_per_epoch):
-                        leaves = self.train_step(leaves, self.train_images, self.train_labels, self.preprocessing,
-                                                 order, np.int32(batch))
+                    for batch, step_args in enumerate(self.feed.epoch(epoch, first_batch, self.preprocessing),
+                                                      first_batch):
+                        leaves = self.train_step(leaves, *step_args)
                         self.state = None  # its buffers went to the step (donated); `leaves` holds the new state
                         step = epoch * self.steps_per_epoch + batch + 1
                         progress.update(progress.task_ids[0], advance=1)

@@ -2,9 +2,10 @@
 
 The state is a plain pytree (`TrainState`), so one jit holds the whole step (forward, loss,
 gradients, Optax update, metrics), the step can donate its input buffers, and Orbax saves and
-restores the state as it is. The whole dataset sits on the device as uint8; each step gathers
-its batch by index, augments it (training only) and preprocesses it inside the jit, so nothing
-crosses the host per step.
+restores the state as it is. A dataset held in memory sits on the device as uint8 and each step
+gathers its batch by index, so nothing crosses the host per step; a streamed one arrives batch by
+batch. Either way the step crops (`data.resize=crop`), augments (training only) and preprocesses
+inside the jit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import optax
 from flax import nnx
 
 from cnnexp.data.augment import Augment, augment_key
+from cnnexp.data.geometry import View, crop_key
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing
 from cnnexp.training.losses import LossFn
 
@@ -86,29 +88,25 @@ def make_train_step(
     train_graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     *,
-    batch_size: int,
     loss: LossFn,
     augment: Augment | None = None,
+    view: View | None = None,
     seed: int = 0,
     precision: str = "float32",
     ema_decay: float | None = None,
-    batch_sharding: jax.sharding.Sharding | None = None,
 ):
-    """`step(state, images, labels, preprocessing, order, batch_index) -> state` for one batch of
-    `order`, augmented by `augment` (if any) with draws from (`seed`, state.step), computed in
-    `precision`. With `batch_sharding` the batch is split across devices (data parallel: the
-    compiler inserts the gradient all-reduce); the images themselves stay replicated."""
+    """`step(state, images, labels, preprocessing, batch_index) -> state` on one batch of uint8
+    images: cropped by `view` and augmented by `augment` (if any) with draws from (`seed`,
+    state.step), computed in `precision`. `batch_index` 0 starts the epoch's metric sums."""
     compute_dtype = COMPUTE_DTYPES[precision]
 
-    def step(state: TrainState, images, labels, preprocessing: Preprocessing, order, batch_index) -> TrainState:
-        indices = jax.lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
-        if batch_sharding is not None:
-            indices = jax.lax.with_sharding_constraint(indices, batch_sharding)
-        pixels = to_pixels(images[indices])
+    def step(state: TrainState, images, y, preprocessing: Preprocessing, batch_index) -> TrainState:
+        pixels = to_pixels(images)
+        if view is not None:
+            pixels = view(crop_key(seed, state.step), pixels)
         if augment is not None:
             pixels = augment(augment_key(seed, state.step), pixels)
         x = apply_preprocessing(preprocessing, pixels)
-        y = labels[indices]
 
         def mean_loss(params):
             # copy=True: fresh Variables owned by this trace, so batch norm may update them here.
@@ -144,6 +142,22 @@ def make_train_step(
         )
 
     return step
+
+
+def gathering(step: Callable[..., TrainState], batch_size: int,
+              batch_sharding: jax.sharding.Sharding | None = None) -> Callable[..., TrainState]:
+    """`step` fed from a dataset on the device: `gathered(state, images, labels, preprocessing,
+    order, batch_index)` takes batch `batch_index` of the shuffled `order` from the whole split.
+    With `batch_sharding` the batch is split across devices (data parallel: the compiler inserts
+    the gradient all-reduce); the images themselves stay replicated."""
+
+    def gathered(state: TrainState, images, labels, preprocessing: Preprocessing, order, batch_index) -> TrainState:
+        indices = jax.lax.dynamic_slice_in_dim(order, batch_index * batch_size, batch_size)
+        if batch_sharding is not None:
+            indices = jax.lax.with_sharding_constraint(indices, batch_sharding)
+        return step(state, images[indices], labels[indices], preprocessing, batch_index)
+
+    return gathered
 
 
 class LeafStep:
@@ -185,10 +199,12 @@ class LeafStep:
 
 
 def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn, precision: str = "float32",
-                   tta_flip: bool = False, batch_sharding: jax.sharding.Sharding | None = None):
+                   tta_flip: bool = False, view: View | None = None,
+                   batch_sharding: jax.sharding.Sharding | None = None):
     """`step(sums, params, model_state, images, labels, preprocessing, count, start) -> sums` over
-    one batch, never augmented; with `tta_flip` the logits are the mean over each image and its
-    mirror image (test-time augmentation).
+    the batch of `images` starting at `start`, cropped by `view` (the centre window) but never
+    augmented; with `tta_flip` the logits are the mean over each image and its mirror image
+    (test-time augmentation).
 
     `images` are padded to a whole number of batches; examples at or past `count` are masked.
     """
@@ -198,7 +214,10 @@ def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn
         batch = jax.lax.dynamic_slice_in_dim(images, start, batch_size)
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        x = apply_preprocessing(preprocessing, to_pixels(batch)).astype(compute_dtype)
+        pixels = to_pixels(batch)
+        if view is not None:
+            pixels = view(None, pixels)
+        x = apply_preprocessing(preprocessing, pixels).astype(compute_dtype)
         y = jax.lax.dynamic_slice_in_dim(labels, start, batch_size)
         model = nnx.merge(eval_graphdef, cast_floats(params, compute_dtype), model_state)
         logits = model(x).astype(jnp.float32)

@@ -16,7 +16,7 @@ from cnnexp.data.preprocess import Preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models import create_model
 from cnnexp.training.losses import make_loss
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import gathering, init_state, make_train_step
 
 OFF = {"translate": 0, "flip": False, "rotate": 0, "erase": 0.0}
 STRONG = {"translate": 1, "flip": True, "rotate": 15, "erase": 0.25}  # translate 1: digits are 8x8
@@ -116,8 +116,8 @@ def test_the_train_step_applies_the_augmentation_of_its_seed():
              np.arange(32, dtype=np.int32), np.int32(0))
 
     def params_after(augment, seed=0):
-        step = jax.jit(make_train_step(graphdef, tx, batch_size=32, loss=make_loss("cross_entropy"), augment=augment,
-                                       seed=seed))
+        step = jax.jit(gathering(make_train_step(graphdef, tx, loss=make_loss("cross_entropy"), augment=augment,
+                                                 seed=seed), 32))
         return np.concatenate([np.ravel(p) for p in jax.tree.leaves(step(state, *batch).params)])
 
     flips = make_augment(augment_cfg(flip=True), (8, 8, 1))  # the cheapest to compile

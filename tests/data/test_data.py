@@ -3,9 +3,10 @@ import pytest
 
 from cnnexp.data.dataset import Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
+from cnnexp.data.geometry import Geometry
 from cnnexp.data.idx import read_idx, write_idx
 from cnnexp.data.offline_idx import IDX_FILES
-from cnnexp.data.tfds_source import load_tfds_splits
+from cnnexp.data.tfds_source import open_tfds
 from cnnexp.errors import UserError
 
 
@@ -74,7 +75,8 @@ def test_fashion_mnist_is_prepared_offline_from_idx_files_and_read_back(tmp_path
     source.mkdir()
     arrays = _write_idx_set(source)
     data_dir = tmp_path / "tfds"
-    train, test, names = load_tfds_splits("fashion_mnist", str(data_dir), str(source), False)
+    train_records, test_records, names = open_tfds("fashion_mnist", str(data_dir), str(source), False)
+    train, test = train_records.decoded(Geometry()), test_records.decoded(Geometry())
     assert (data_dir / "fashion_mnist").is_dir()
     assert names[:2] == ("T-shirt/top", "Trouser") and len(names) == 10
     for split, (images, labels) in (("train", arrays["train"]), ("test", arrays["test"])):
@@ -88,14 +90,14 @@ def test_fashion_mnist_is_prepared_offline_from_idx_files_and_read_back(tmp_path
 
 def test_source_dir_without_idx_files_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="does not hold the four IDX files"):
-        load_tfds_splits("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path), False)
+        open_tfds("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path), False)
 
 
 def test_unprepared_dataset_without_download_says_how_to_get_it(tmp_path):
     with pytest.raises(UserError, match="not prepared under .*data.download=false.*data.data_dir"):
-        load_tfds_splits("cifar10", str(tmp_path), None, False)
+        open_tfds("cifar10", str(tmp_path), None, False)
 
 
 def test_unknown_tfds_name_suggests_close_ones(tmp_path):
     with pytest.raises(UserError, match="no dataset named 'fashion_mnst'.*fashion_mnist"):
-        load_tfds_splits("fashion_mnst", str(tmp_path), None, False)
+        open_tfds("fashion_mnst", str(tmp_path), None, False)

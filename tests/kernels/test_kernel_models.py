@@ -20,7 +20,7 @@ from cnnexp.data.preprocess import fit_preprocessing
 from cnnexp.models import create_model, list_models
 from cnnexp.models.registry import accepted_options
 from cnnexp.training.losses import make_loss
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import gathering, init_state, make_train_step
 
 # Slow: each model trains 20 steps twice over (and compiles two train steps).
 pytestmark = [pytest.mark.skipif(not kernels.available(), reason="oneDNN kernels unavailable"), pytest.mark.slow]
@@ -71,7 +71,7 @@ def twin_training(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object
         model.train()
         graphdef, initial = init_state(model, tx)
         state = state or initial  # both start from the same weights
-        steps[implementation] = jax.jit(make_train_step(graphdef, tx, batch_size=BATCH, loss=make_loss("cross_entropy")))
+        steps[implementation] = jax.jit(gathering(make_train_step(graphdef, tx, loss=make_loss("cross_entropy")), BATCH))
     losses, update_errors = {k: [] for k in IMPLEMENTATIONS}, []
     for index in range(STEPS):
         after = {k: step(state, images, labels, preprocessing, order, np.int32(index)) for k, step in steps.items()}

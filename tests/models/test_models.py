@@ -19,7 +19,7 @@ from cnnexp.models import count_params, create_model, list_models
 from cnnexp.models.registry import accepted_options
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.training.losses import make_loss
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import gathering, init_state, make_train_step
 
 SHAPE = (8, 8, 1)  # the bundled digits
 CLASSES = 10
@@ -85,7 +85,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
         logits = nnx.merge(measure_graphdef, state.params, state.model_state)(x)
         return float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
 
-    step = jax.jit(make_train_step(train_graphdef, tx, batch_size=BATCH, loss=make_loss("cross_entropy")))
+    step = jax.jit(gathering(make_train_step(train_graphdef, tx, loss=make_loss("cross_entropy")), BATCH))
     preprocessing = Preprocessing("standardize", np.float32(0.5), np.float32(0.25))
     before = loss(state)
     state = step(state, images, labels, preprocessing, jnp.arange(BATCH, dtype=jnp.int32), np.int32(0))

@@ -13,7 +13,7 @@ from cnnexp.models import count_params, create_model
 from cnnexp.models.param_paths import dotted_path
 from cnnexp.models.speednet import Whitening, dirac_init, fit_whitening, patches, whitening_kernel
 from cnnexp.training.losses import make_loss
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import gathering, init_state, make_train_step
 
 SMALL = {"widths": [8, 16]}  # two small conv groups: fast to build and run eagerly
 EPS = 5e-4
@@ -123,7 +123,7 @@ def test_a_train_step_moves_parameters_not_the_whitening():
     model.train()
     tx = optax.sgd(0.1, momentum=0.9)
     graphdef, state = init_state(model, tx)
-    step = jax.jit(make_train_step(graphdef, tx, batch_size=16, loss=make_loss("cross_entropy", 0.2)))
+    step = jax.jit(gathering(make_train_step(graphdef, tx, loss=make_loss("cross_entropy", 0.2)), 16))
     new = step(state, images, labels, preprocessing, jnp.arange(16, dtype=jnp.int32), np.int32(0))
     assert int(new.step) == 1
     before, after = dict(nnx.to_flat_state(state.params)), dict(nnx.to_flat_state(new.params))

@@ -18,7 +18,7 @@ from helpers.commands import assert_one_line_error, read_summary, run_cnnexp, tr
 from cnnexp.data.preprocess import Preprocessing
 from cnnexp.models import create_model
 from cnnexp.training.losses import make_loss
-from cnnexp.training.steps import evaluated_params, init_state, make_eval_step, make_train_step
+from cnnexp.training.steps import evaluated_params, gathering, init_state, make_eval_step, make_train_step
 
 
 def _lenet_step(precision: str, **options):
@@ -26,7 +26,7 @@ def _lenet_step(precision: str, **options):
     model.train()
     tx = optax.sgd(0.1)
     graphdef, state = init_state(model, tx, ema=options.get("ema_decay") is not None)
-    step = make_train_step(graphdef, tx, batch_size=16, loss=make_loss("cross_entropy"), precision=precision, **options)
+    step = gathering(make_train_step(graphdef, tx, loss=make_loss("cross_entropy"), precision=precision, **options), 16)
     rng = np.random.default_rng(0)
     data = (jnp.asarray(rng.integers(0, 256, (16, 8, 8, 1), np.uint8)), jnp.asarray(rng.integers(0, 10, 16), jnp.int32),
             Preprocessing("standardize", np.full(1, 0.5, np.float32), np.full(1, 0.25, np.float32)),

@@ -1,0 +1,111 @@
+"""How batches reach the compiled steps: from a split held on the device (gathered by index inside
+the step) or streamed from disk (read by Grain, placed on the device ahead of the step).
+
+Both feed a train step with the batches of the same `epoch_order(seed, epoch)`, so the two paths
+train the same model for the same seed; a feed starts an epoch at any batch, which is how a
+resumed run continues mid-epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnexp.data.dataset import Split
+from cnnexp.data.stream import StreamedSplit, batches, epoch_rows, on_device
+from cnnexp.training.builder import Experiment
+from cnnexp.training.steps import LeafStep, TrainState, epoch_order
+
+Place = Callable[[Any], Any]  # host arrays -> device arrays (replicated, or split across devices)
+
+
+class MemoryFeed:
+    """The training split on the device as uint8; the step gathers each batch by index."""
+
+    def __init__(self, split: Split, *, batch_size: int, seed: int, place: Place):
+        self.images, self.labels = place(split.images), place(split.labels)
+        self.size, self.steps_per_epoch = len(split), len(split) // batch_size
+        self.key = jax.random.key(seed)
+        self._order = jax.jit(epoch_order, static_argnums=2).lower(self.key, 0, self.size).compile()
+
+    def compile(self, experiment: Experiment, state: TrainState, preprocessing: Any) -> LeafStep:
+        """The experiment's gathering train step, compiled for this split."""
+        example_order = jnp.zeros(self.size, jnp.int32)
+        return LeafStep(experiment.gathered_step, state).compile(state, self.images, self.labels, preprocessing, example_order,
+                                                      np.int32(0))
+
+    def epoch(self, epoch: int, first_batch: int, preprocessing: Any) -> Iterator[tuple]:
+        """The step arguments (after the state) of each batch of `epoch` from `first_batch` on."""
+        order = self._order(self.key, epoch)
+        for batch in range(first_batch, self.steps_per_epoch):
+            yield self.images, self.labels, preprocessing, order, np.int32(batch)
+
+
+class StreamFeed:
+    """The training split on disk: Grain decodes this process's share of each batch, which is
+    placed on the device (`place_batch`) ahead of the step that trains on it."""
+
+    def __init__(self, split: StreamedSplit, *, batch_size: int, seed: int, place_batch: Place,
+                 stored_shape: tuple[int, int, int], workers: int, shard: slice = slice(None)):
+        self.split, self.batch_size, self.workers, self.shard = split, batch_size, workers, shard
+        self.size, self.steps_per_epoch = len(split), len(split) // batch_size
+        self.place_batch, self.stored_shape = place_batch, stored_shape
+        self.key = jax.random.key(seed)
+
+    def compile(self, experiment: Experiment, state: TrainState, preprocessing: Any) -> LeafStep:
+        """The experiment's train step on one batch, compiled for this process's share of it."""
+        local = len(range(self.batch_size)[self.shard])
+        images, labels = self.place_batch((np.zeros((local, *self.stored_shape), np.uint8), np.zeros(local, np.int32)))
+        return LeafStep(experiment.train_step, state).compile(state, images, labels, preprocessing, np.int32(0))
+
+    def epoch(self, epoch: int, first_batch: int, preprocessing: Any) -> Iterator[tuple]:
+        """The step arguments (after the state) of each batch of `epoch` from `first_batch` on."""
+        order = np.asarray(jax.device_get(epoch_order(self.key, epoch, self.size)))
+        rows = epoch_rows(order, first_batch, self.batch_size, self.shard)
+        local = len(range(self.batch_size)[self.shard])
+        stream = on_device(batches(self.split, rows, local, self.workers), self.place_batch)
+        for batch, (images, labels) in enumerate(stream, first_batch):
+            yield images, labels, preprocessing, np.int32(batch)
+
+
+class MemoryEval:
+    """An evaluation split on the device, padded to whole batches: (images, labels, count, start) per batch."""
+
+    def __init__(self, split: Split, *, batch_size: int, place: Place):
+        padded = split.padded(batch_size)
+        self.images, self.labels, self.count, self.batch_size = place(padded.images), place(padded.labels), len(split), batch_size
+
+    def example(self) -> tuple:
+        return self.images, self.labels, np.int32(self.count), np.int32(0)
+
+    def batches(self) -> Iterator[tuple]:
+        for start in range(0, self.images.shape[0], self.batch_size):
+            yield self.images, self.labels, np.int32(self.count), np.int32(start)
+
+
+class StreamEval:
+    """An evaluation split on disk, read in order, the last batch padded (its padding masked by the
+    count of examples left)."""
+
+    def __init__(self, split: StreamedSplit, *, batch_size: int, place_batch: Place,
+                 stored_shape: tuple[int, int, int], workers: int, shard: slice = slice(None)):
+        self.split, self.batch_size, self.workers, self.shard = split, batch_size, workers, shard
+        self.place_batch, self.stored_shape = place_batch, stored_shape
+
+    def example(self) -> tuple:
+        local = len(range(self.batch_size)[self.shard])
+        images, labels = self.place_batch((np.zeros((local, *self.stored_shape), np.uint8), np.zeros(local, np.int32)))
+        return images, labels, np.int32(0), np.int32(0)
+
+    def batches(self) -> Iterator[tuple]:
+        count = len(self.split)
+        rows = np.arange(count + -count % self.batch_size) % count  # padding repeats the first rows
+        local = len(range(self.batch_size)[self.shard])
+        shard_rows = rows.reshape(-1, self.batch_size)[:, self.shard].reshape(-1)
+        stream = on_device(batches(self.split, shard_rows, local, self.workers), self.place_batch)
+        for index, (images, labels) in enumerate(stream):
+            yield images, labels, np.int32(count - index * self.batch_size), np.int32(0)
