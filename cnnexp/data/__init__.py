@@ -86,6 +86,7 @@ def load_dataset(data_cfg: DictConfig, seed: int, *, in_memory: bool | None = No
 
         train_records, test_records, class_names = _open_records(data_cfg)
         native_shape = train_records.native_shape
+        geometry.model_shape(native_shape)  # images of varying sizes need data.image_size: say so before decoding
         if in_memory if in_memory is not None else _keeps_in_memory(data_cfg, train_records, geometry):
             train, test = train_records.decoded(geometry), test_records.decoded(geometry)
             native_shape = None

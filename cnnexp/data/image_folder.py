@@ -78,6 +78,7 @@ class _Plan:
     root: Path
     class_names: tuple[str, ...]
     channels: int
+    image_shape: tuple[int | None, int | None, int]  # (H, W, C); H, W None when the images' sizes differ
     splits: dict[str, list[tuple[str, int]]]  # "train"/"test" -> (path relative to root, label)
     metadata: dict
 
@@ -189,14 +190,14 @@ def _read_image(path: Path) -> Image.Image:
     return image.convert("L" if image.mode in ("1", "L") else "RGB")
 
 
-def _inspect(path: Path) -> bool | str:
-    """Whether the image in `path` is colour (its pixels, not its mode: grey saved as RGB is grey),
-    or why it cannot be decoded."""
+def _inspect(path: Path) -> tuple[bool, tuple[int, int]] | str:
+    """Whether the image in `path` is colour (its pixels, not its mode: grey saved as RGB is grey)
+    and its size (H, W), or why it cannot be decoded."""
     try:
         image = _read_image(path)
     except Exception as error:  # Pillow raises many types for broken files (OSError, SyntaxError, ...)
         return f"{type(error).__name__}: {' '.join(str(error).split())}"
-    return image.mode == "RGB" and bool(np.ptp(np.asarray(image), axis=-1).any())
+    return image.mode == "RGB" and bool(np.ptp(np.asarray(image), axis=-1).any()), (image.height, image.width)
 
 
 def _png(path: Path, mode: str) -> bytes:
@@ -229,10 +230,11 @@ def _plan(listing: _Listing, test_fraction: float, on_bad_image: str) -> _Plan:
     every decision is made, and every bad-input error raised, before TFDS writes anything."""
     with ThreadPoolExecutor() as pool:
         results = list(pool.map(_inspect, [listing.root / f.path for f in listing.files]))
-    good, skipped = [], []
+    good, skipped, inspected = [], [], []
     for f, result in zip(listing.files, results, strict=True):
         if not isinstance(result, str):
             good.append(f)
+            inspected.append(result)
             continue
         if on_bad_image == "error":
             raise UserError(f"{listing.root / f.path} is not a decodable image ({result}); "
@@ -250,7 +252,11 @@ def _plan(listing: _Listing, test_fraction: float, on_bad_image: str) -> _Plan:
     return _Plan(
         root=listing.root,
         class_names=listing.class_names,
-        channels=3 if any(result is True for result in results) else 1,
+        channels=(channels := 3 if any(result[0] is True for result in inspected) else 1),
+        # One size for every image (a folder of MNIST-like digits): the dataset says so, and is
+        # used at that size without data.image_size.
+        image_shape=(*sizes.pop(), channels) if len(sizes := {result[1] for result in inspected}) == 1
+        else (None, None, channels),
         splits={split: [(f.path, f.label) for f in members] for split, members in splits.items()},
         metadata={
             "root": str(listing.root),
@@ -284,7 +290,7 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
             builder=self,
             description=f"The images of {self._plan.root}, one class per folder.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, self._plan.channels), encoding_format="png"),
+                "image": tfds.features.Image(shape=self._plan.image_shape, encoding_format="png"),
                 "label": tfds.features.ClassLabel(names=self._plan.class_names),
             }),
             supervised_keys=("image", "label"),
@@ -392,3 +398,5 @@ def validate_image_folder_options(data_cfg: DictConfig) -> None:
          "a number strictly between 0 and 1"),
     ])
     check_choice("data.on_bad_image", data_cfg.on_bad_image, BAD_IMAGE_POLICIES)
+    if not Path(data_cfg.root).expanduser().exists():
+        raise UserError(f"data.root={data_cfg.root} does not exist")

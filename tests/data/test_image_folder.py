@@ -432,8 +432,10 @@ def _data_config(*overrides: str):
     return compose_with_hydra(["data=image_folder", *overrides]).data
 
 
-def test_config_composes_and_its_options_are_checked_before_anything_is_read():
-    validate_image_folder_options(_data_config("data.root=/nowhere/yet"))  # existence is checked on reading
+def test_config_composes_and_its_options_are_checked_before_anything_is_read(tmp_path):
+    validate_image_folder_options(_data_config(f"data.root={tmp_path}"))  # what it holds is checked on reading
+    with pytest.raises(UserError, match=r"data.root=/nowhere/yet does not exist"):
+        validate_image_folder_options(_data_config("data.root=/nowhere/yet"))
     with pytest.raises(UserError, match=r"data.root=<dir>"):
         validate_image_folder_options(_data_config())
 

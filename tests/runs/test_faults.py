@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers.commands import cnnexp_executable, copy_run, read_summary, run_cnnexp, run_dirs, stable_metrics
+from helpers.faults import checkpoint_steps, signal_during_second_epoch
 from helpers.shared import build_once
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
@@ -16,46 +17,6 @@ STEPS_PER_EPOCH = 1293 // 4
 SLOW = ["data=digits", "trainer.epochs=4", "trainer.batch_size=4", "trainer.log_every_steps=20", "trainer.progress=false"]
 # A model with batch norm and dropout: their statistics and random stream must survive a resume too.
 BN_DROPOUT = ["model=simple_cnn", "model.norm=batch", "model.dropout=0.3", "model.hidden=32", "model.width=0.4"]
-
-
-def _signal_during_second_epoch(env, cwd: Path, signum: int, extra=()) -> tuple[Path, subprocess.Popen]:
-    """Start a SLOW run (plus `extra` overrides) in `cwd`; once it has checkpointed epoch 1,
-    send it `signum`."""
-    cwd.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        [cnnexp_executable(), "train", *SLOW, *extra], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        run, summary = _live_run(cwd)
-        if run and summary.get("epochs_completed", 0) >= 1 and _checkpoint_steps(run):
-            time.sleep(0.1)  # into the second epoch
-            process.send_signal(signum)
-            return run, process
-        time.sleep(0.05)
-    raise AssertionError("the run did not finish its first epoch in time")
-
-
-def _live_run(cwd: Path) -> tuple[Path | None, dict]:
-    """The run folder of the one run training in `cwd` and its summary so far, or (None, {})
-    before it has one. Looks at outputs/runs/<run>/summary.json only: a search through the
-    whole folder would race Orbax renaming its temporary checkpoint folders; a summary being
-    rewritten at that moment counts as not there yet."""
-    for path in (cwd / "outputs").glob("runs/*/summary.json"):
-        try:
-            return path.parent, read_summary(path.parent)
-        except (OSError, ValueError):
-            return None, {}
-    return None, {}
-
-
-def _checkpoint_steps(run: Path) -> list[int]:
-    """Steps of the complete checkpoints in checkpoints/last (Orbax writes to a temporary
-    name first and renames the folder to the step when the checkpoint is whole)."""
-    last = run / "checkpoints" / "last"
-    return sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) if last.is_dir() else []
 
 
 def _uninterrupted(cnnexp, cwd: Path, extra=()) -> Path:
@@ -85,7 +46,7 @@ def killed(tmp_path_factory, shared_env) -> Path:
     checkpoint. Read only: a test that resumes or breaks it works on a copy."""
 
     def build(root: Path) -> None:
-        _, process = _signal_during_second_epoch(shared_env, root, signal.SIGKILL)
+        _, process = signal_during_second_epoch(shared_env, root, signal.SIGKILL, SLOW)
         process.communicate()
 
     return build_once(tmp_path_factory, "faults-killed", build)[0]
@@ -109,13 +70,13 @@ def test_resume_after_sigkill_ends_like_the_uninterrupted_run(cnnexp, tmp_path, 
 def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_path):
     reference = _uninterrupted(cnnexp, tmp_path / "reference", BN_DROPOUT)
     cwd = tmp_path / "interrupted"
-    run, process = _signal_during_second_epoch(cnnexp.env, cwd, signal.SIGINT, BN_DROPOUT)
+    run, process = signal_during_second_epoch(cnnexp.env, cwd, signal.SIGINT, [*SLOW, *BN_DROPOUT])
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"resume={run}" in stderr
     summary = read_summary(run)
     assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 1
-    saved = max(_checkpoint_steps(run))
+    saved = max(checkpoint_steps(run))
     # Usually mid-epoch ("at step N"); if the signal lands in the epoch-end sync, after that epoch.
     assert f"at step {saved}" in stderr or f"after epoch {saved // STEPS_PER_EPOCH}" in stderr
 
@@ -127,7 +88,7 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resume_finishes_the_same(cnnexp, tmp_p
 
 def test_corrupt_checkpoint_on_resume_is_a_clear_error_naming_it(cnnexp, tmp_path, killed):
     (run,) = run_dirs(copy_run(killed, tmp_path / "killed") / "outputs")
-    step = run / "checkpoints" / "last" / str(max(_checkpoint_steps(run)))
+    step = run / "checkpoints" / "last" / str(max(checkpoint_steps(run)))
     for file in (step / "state").rglob("*"):
         if file.is_file():
             file.write_bytes(b"garbage")
@@ -158,7 +119,7 @@ def test_run_killed_before_its_first_checkpoint_starts_over_on_resume(cnnexp, tm
     process.send_signal(signal.SIGKILL)
     process.wait()
     (run,) = run_dirs(cwd / "outputs")
-    assert not _checkpoint_steps(run)
+    assert not checkpoint_steps(run)
     resumed = cnnexp("train", *SLOW, "resume=latest", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "starting it over" in resumed.stderr + resumed.stdout
