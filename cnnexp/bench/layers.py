@@ -39,7 +39,7 @@ from cnnexp.runs.naming import unique_name
 from cnnexp.runs.summary import environment
 from cnnexp.training.losses import make_loss
 from cnnexp.training.optim import build_optimizer
-from cnnexp.training.steps import init_state, make_train_step
+from cnnexp.training.steps import gathering, init_state, make_train_step
 
 OUTPUT_DIR = Path("outputs/bench/layers")
 SIDES = ("library", "reference")
@@ -154,7 +154,7 @@ def _train_step(model_name: str, image: tuple[int, int, int], options: dict[str,
     tx = _default_optimizer()
     graphdef, state = init_state(model, tx)
     channels = image[-1]
-    step = make_train_step(graphdef, tx, batch_size=batch, loss=make_loss("cross_entropy"))
+    step = gathering(make_train_step(graphdef, tx, loss=make_loss("cross_entropy")), batch)
     batch_data = (
         jax.device_put(rng.integers(0, 256, (batch, *image), np.uint8)),
         jax.device_put(rng.integers(0, NUM_CLASSES, batch).astype(np.int32)),
