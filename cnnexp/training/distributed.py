@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 KEYS = ("coordinator", "num_processes", "process_id")
 # What JAX's Slurm detection (jax._src.clusters.slurm_cluster) reads: without all of them it
 # detects nothing and `jax.distributed.initialize()` fails for want of a coordinator address.
-SLURM_REQUIRED = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")
+SLURM_REQUIRED = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,9 @@ def initialize(spec: DistributedSpec | None, *, timeout_s: int = 300) -> bool:
     jax.distributed.initialize(spec.coordinator, num_processes=spec.num_processes, process_id=spec.process_id,
                                cluster_detection_method=spec.cluster or "deactivate",
                                initialization_timeout=timeout_s)
-    coordinator = jax.distributed.global_state.coordinator_address if spec.coordinator is None else spec.coordinator
-    log.info("distributed: process %d of %d (coordinator %s%s), %d of %d %s devices here",
-             spec.process_id, spec.num_processes, coordinator, f", from {spec.cluster}" if spec.cluster else "",
-             jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+    coordinator = spec.coordinator or f"found by JAX in {spec.cluster}'s variables"
+    log.info("distributed: process %d of %d (coordinator %s), %d of %d %s devices here", spec.process_id,
+             spec.num_processes, coordinator, jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
     return True
 
 
