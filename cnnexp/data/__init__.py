@@ -10,7 +10,7 @@ import os
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.checks import check_values, is_number
+from cnnexp.checks import check_values, is_integer, is_number
 from cnnexp.data.augment import validate_augment_options
 from cnnexp.data.dataset import ImageDataset, Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
@@ -26,7 +26,6 @@ log = logging.getLogger("cnnexp.data")
 
 DIGITS_SIGNATURE = ((8, 8, 1), 10)  # scikit-learn's digits: 8x8 grey images of 0-9
 IMAGE_FOLDER = "image_folder"
-IN_MEMORY_CHOICES = ("auto", True, False)
 # data.memory_limit_gb=null: this share of the machine's RAM may hold a decoded training split.
 DEFAULT_MEMORY_SHARE = 0.25
 
@@ -76,7 +75,6 @@ def load_dataset(data_cfg: DictConfig, seed: int, *, in_memory: bool | None = No
     """Load the dataset `data_cfg` names, with a validation split carved using `seed`; `in_memory`
     overrides data.in_memory (commands that only read the test split keep it in memory)."""
     geometry = Geometry.of(data_cfg)
-    native_shape = None
     if data_cfg.name == "digits":
         train, test, class_names = load_digits_splits()
         if geometry.changes_images:
@@ -85,11 +83,9 @@ def load_dataset(data_cfg: DictConfig, seed: int, *, in_memory: bool | None = No
         from cnnexp.data.stream import StreamedSplit
 
         train_records, test_records, class_names = _open_records(data_cfg)
-        native_shape = train_records.native_shape
-        geometry.model_shape(native_shape)  # images of varying sizes need data.image_size: say so before decoding
+        geometry.model_shape(train_records.native_shape)  # varying sizes need data.image_size: say so before decoding
         if in_memory if in_memory is not None else _keeps_in_memory(data_cfg, train_records, geometry):
             train, test = train_records.decoded(geometry), test_records.decoded(geometry)
-            native_shape = None
         else:
             train, test = (StreamedSplit(records, np.arange(len(records)), records.labels, geometry)
                            for records in (train_records, test_records))
@@ -103,7 +99,7 @@ def load_dataset(data_cfg: DictConfig, seed: int, *, in_memory: bool | None = No
         data_cfg.name, train, test, class_names, val_fraction=data_cfg.val_fraction, seed=seed,
         # Run folders from before data.preprocess existed were standardized.
         preprocess=data_cfg.get("preprocess", "standardize"), whitening_epsilon=data_cfg.get("whitening_epsilon"),
-        geometry=geometry, native_shape=native_shape,
+        geometry=geometry,
     )
 
 
@@ -119,12 +115,12 @@ def validate_data_options(data_cfg: DictConfig) -> None:
          "a number strictly between 0 and 1"),
         ("data.train_fraction", data_cfg.get("train_fraction", 1.0), lambda v: is_number(v) and 0 < v <= 1,
          "a number in (0, 1]"),
-        ("data.in_memory", data_cfg.get("in_memory", "auto"), lambda v: v in IN_MEMORY_CHOICES,
+        ("data.in_memory", data_cfg.get("in_memory", "auto"), lambda v: v == "auto" or isinstance(v, bool),
          "auto, true or false"),
         ("data.memory_limit_gb", data_cfg.get("memory_limit_gb"), lambda v: v is None or (is_number(v) and v > 0),
          "a number of GB > 0, or null (a quarter of this machine's RAM)"),
         ("data.stream_workers", data_cfg.get("stream_workers", "auto"),
-         lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+         lambda v: v == "auto" or (is_integer(v) and v >= 0),
          "auto or an integer >= 0 (0: threads of the training process)"),
     ])
     if data_cfg.get("name") == "digits" and data_cfg.get("in_memory", "auto") is False:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cnnexp.data.geometry import Geometry
+from cnnexp.data.geometry import Geometry, center_crop
 from cnnexp.data.preprocess import Preprocessing, fit_preprocessing
 
 
@@ -38,9 +38,11 @@ class Split(NamedTuple):
 # A split in memory, or one read from disk as it is used (cnnexp.data.stream.StreamedSplit); both
 # have `labels`, `take(rows)` and `with_labels(labels)`, which is all subsets and carving need.
 AnySplit = Any
-# Training images, at most, that a streamed dataset's preprocessing is fitted on (a seeded sample;
-# all of them when there are fewer, so a small dataset fits the same whether streamed or not).
+# Training images, at most, that a streamed dataset's preprocessing is fitted on (a sample drawn
+# with FIT_SAMPLE_SEED; all of them when there are fewer, so a small dataset fits the same whether
+# streamed or not).
 STREAMED_FIT_SAMPLE = 20_000
+FIT_SAMPLE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -59,20 +61,19 @@ class ImageDataset:
     preprocess: str
     whitening_epsilon: float | None
     geometry: Geometry = Geometry()
-    native_shape: tuple[int | None, int | None, int] | None = None  # None: the in-memory images' own
 
     @property
     def streamed(self) -> bool:
         return not isinstance(self.train, Split)
 
-    def fit_images(self, seed: int = 0) -> np.ndarray:
+    def fit_images(self) -> np.ndarray:
         """uint8 training images at the model's size that data-dependent steps are fitted on: all of
         an in-memory split, a seeded sample of a streamed one (centre windows in `crop` mode)."""
         if not self.streamed:
-            return center_window(self.train.images, self.input_shape[:2])
+            return center_crop(self.train.images, self.input_shape[:2])
         count = min(len(self.train), STREAMED_FIT_SAMPLE)
-        rows = np.sort(np.random.default_rng(seed).permutation(len(self.train))[:count])
-        return center_window(self.train.images(rows), self.input_shape[:2])
+        rows = np.sort(np.random.default_rng(FIT_SAMPLE_SEED).permutation(len(self.train))[:count])
+        return center_crop(self.train.images(rows), self.input_shape[:2])
 
     @cached_property
     def preprocessing(self) -> Preprocessing:
@@ -81,26 +82,23 @@ class ImageDataset:
         return fit_preprocessing(self.preprocess, self.fit_images(), self.whitening_epsilon)
 
     @property
+    def _source_shape(self) -> tuple[int | None, int | None, int]:
+        """(H, W, C) of the images before `geometry`: on disk (None where they vary), or as held."""
+        return self.train.records.native_shape if self.streamed else self.train.images.shape[1:]
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """The model's input (H, W, C)."""
-        native = self.native_shape if self.native_shape is not None else self.train.images.shape[1:]
-        return self.geometry.model_shape(native)
+        return self.geometry.model_shape(self._source_shape)
 
     @property
     def stored_shape(self) -> tuple[int, int, int]:
         """The (H, W, C) images are held and fed at, before the steps' crop (`data.resize=crop`)."""
-        native = self.native_shape if self.native_shape is not None else self.train.images.shape[1:]
-        return self.geometry.stored_shape(native)
+        return self.geometry.stored_shape(self._source_shape)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-
-def center_window(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The centre `size` window of uint8 NHWC images (themselves when they are that size)."""
-    top, left = (images.shape[1] - size[0]) // 2, (images.shape[2] - size[1]) // 2
-    return images[:, top:top + size[0], left:left + size[1]]
 
 
 def build_dataset(
@@ -114,11 +112,10 @@ def build_dataset(
     preprocess: str,
     whitening_epsilon: float | None = None,
     geometry: Geometry = Geometry(),
-    native_shape: tuple[int | None, int | None, int] | None = None,
 ) -> ImageDataset:
     """Carve a validation split from `train` with the run's seed; `preprocess` is fitted on the rest."""
     order = np.random.default_rng(seed).permutation(len(train))
     val_count = max(1, int(round(val_fraction * len(train))))
     val_idx, train_idx = np.sort(order[:val_count]), np.sort(order[val_count:])
     return ImageDataset(name, train.take(train_idx), train.take(val_idx), test, class_names, preprocess,
-                        whitening_epsilon, geometry, native_shape)
+                        whitening_epsilon, geometry)

@@ -136,8 +136,9 @@ def random_crop(key: jax.Array, pixels: jax.Array, size: tuple[int, int]) -> jax
     return jax.vmap(lambda image, row, col: jax.lax.dynamic_slice(image, (row, col, 0), window))(pixels, rows, cols)
 
 
-def center_crop(pixels: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """The centre `size` window of NHWC images."""
+def center_crop(pixels: jax.Array | np.ndarray, size: tuple[int, int]) -> jax.Array | np.ndarray:
+    """The centre `size` window of NHWC images, on the device or the host (slicing only; the
+    images themselves when they are that size)."""
     top, left = (pixels.shape[1] - size[0]) // 2, (pixels.shape[2] - size[1]) // 2
     return pixels[:, top:top + size[0], left:left + size[1]]
 

@@ -13,9 +13,7 @@ folder is prepared again into a new config and an unchanged one is only opened. 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
@@ -34,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 
 from cnnexp.checks import check_choice, check_values, is_number
+from cnnexp.data.tfds_prep import prepared_once, quiet_tfds
 from cnnexp.errors import UserError
 
 log = logging.getLogger("cnnexp.data")
@@ -310,23 +309,9 @@ class ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
                     yield path, {"image": png, "label": label}
 
 
-@contextlib.contextmanager
-def _quiet_tfds() -> Iterator[None]:
-    """Without TFDS's warnings that the config is a custom one and that an unprepared one has no
-    dataset_info.json: both are this module's normal case."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        absl.setLevel(level)
-
-
 def _prepared(config: tfds.core.BuilderConfig, data_dir: Path) -> ImageFolderBuilder | None:
-    """The builder of `config` under `data_dir` if it is prepared, else None. TFDS writes into an
-    `incomplete.*` folder and renames it when done, so a killed preparation never counts."""
-    with _quiet_tfds():
+    """The builder of `config` under `data_dir` if it is prepared, else None."""
+    with quiet_tfds():
         builder = ImageFolderBuilder(config=config, data_dir=str(data_dir), file_format="array_record")
         return builder if builder.is_prepared() else None
 
@@ -340,7 +325,7 @@ def _write(listing: _Listing, config: tfds.core.BuilderConfig, data_dir: Path, t
         shutil.rmtree(stale)
     plan = _plan(listing, test_fraction, on_bad_image)
     log.info("preparing %d images of %s under %s", sum(map(len, plan.splits.values())), listing.root, data_dir)
-    with _quiet_tfds():
+    with quiet_tfds():
         builder = ImageFolderBuilder(plan=plan, config=config, data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
@@ -357,15 +342,9 @@ def prepare_image_folder(root: str | Path, data_dir: str | Path, *, test_fractio
     listing = _list_folder(Path(root).expanduser().resolve())
     data_dir = Path(data_dir).expanduser()
     config = tfds.core.BuilderConfig(name=_config_name(listing, test_fraction))
-    builder = _prepared(config, data_dir)
-    if builder is None:
-        (data_dir / ImageFolderBuilder.name).mkdir(parents=True, exist_ok=True)
-        with open(data_dir / ImageFolderBuilder.name / f".{config.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            builder = _prepared(config, data_dir)
-            if builder is None:
-                _write(listing, config, data_dir, test_fraction, on_bad_image)
-                builder = _prepared(config, data_dir)
+    builder = prepared_once(data_dir / ImageFolderBuilder.name / f".{config.name}.lock",
+                            lambda: _prepared(config, data_dir),
+                            lambda: _write(listing, config, data_dir, test_fraction, on_bad_image))
     if on_bad_image == "error" and (skipped := skipped_images(builder)):
         raise UserError(f"{listing.root / skipped[0]} is not a decodable image (skipped when data.root was "
                         "prepared with data.on_bad_image=skip); remove it or set data.on_bad_image=skip")

@@ -10,9 +10,7 @@ imported.
 from __future__ import annotations
 
 import difflib
-import fcntl
 import functools
-import logging
 from pathlib import Path
 
 from cnnexp.data.offline_idx import (
@@ -23,6 +21,7 @@ from cnnexp.data.offline_idx import (
     prepare_from_idx,
 )
 from cnnexp.data.records import RecordSplit, record_split
+from cnnexp.data.tfds_prep import prepared_once, quiet_tfds
 from cnnexp.errors import UserError
 
 
@@ -47,13 +46,8 @@ def _supervised_keys(name: str, info) -> tuple[str, str]:
 def tfds_signature(name: str, data_dir: str) -> tuple[tuple[int | None, ...], int | None]:
     """(image shape H, W, C; class count) of TFDS dataset `name`, None where the dataset does
     not fix them. Read from the builder's info: nothing is downloaded, prepared or loaded."""
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)  # TFDS warns that an unprepared dataset has no dataset_info.json
-    try:
+    with quiet_tfds():
         info = _builder(name, Path(data_dir).expanduser()).info
-    finally:
-        absl.setLevel(level)
     image, label = (info.features[key] for key in _supervised_keys(name, info))
     shape = tuple(image.shape)
     return (*shape, 1) if len(shape) == 2 else shape, getattr(label, "num_classes", None)
@@ -108,16 +102,13 @@ def open_tfds(
     preparing it once if needed."""
     directory = Path(data_dir).expanduser()
     source = Path(source_dir).expanduser() if source_dir else None
-    builder = _builder(name, directory)
-    if not builder.is_prepared():
-        directory.mkdir(parents=True, exist_ok=True)
-        # Two runs started together must not prepare the same files at once.
-        with open(directory / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            builder = _builder(name, directory)
-            if not builder.is_prepared():
-                _prepare(name, builder, directory, source, download)
-                builder = _builder(name, directory)
+
+    def find():
+        builder = _builder(name, directory)
+        return builder if builder.is_prepared() else None
+
+    builder = prepared_once(directory / f".{name}.lock", find,
+                            lambda: _prepare(name, _builder(name, directory), directory, source, download))
     return open_prepared(name, str(builder.data_dir))
 
 

@@ -45,30 +45,42 @@ class MemoryFeed:
             yield self.images, self.labels, preprocessing, order, np.int32(batch)
 
 
-class StreamFeed:
-    """The training split on disk: Grain decodes this process's share of each batch, which is
-    placed on the device (`place_batch`) ahead of the step that trains on it."""
+class _Stream:
+    """A split on disk read by Grain: this process's `shard` of each batch, placed on the device
+    (`place_batch`) ahead of the step that uses it."""
 
-    def __init__(self, split: StreamedSplit, *, batch_size: int, seed: int, place_batch: Place,
+    def __init__(self, split: StreamedSplit, *, batch_size: int, place_batch: Place,
                  stored_shape: tuple[int, int, int], workers: int, shard: slice = slice(None)):
-        self.split, self.batch_size, self.workers, self.shard = split, batch_size, workers, shard
-        self.size, self.steps_per_epoch = len(split), len(split) // batch_size
-        self.place_batch, self.stored_shape = place_batch, stored_shape
+        self.split, self.batch_size, self.place_batch, self.workers = split, batch_size, place_batch, workers
+        self.shard, self.local_batch = shard, len(range(batch_size)[shard])
+        self.stored_shape = stored_shape
+
+    def _placeholder(self) -> tuple[Any, Any]:
+        """A batch of this process's shape on the device, to compile for."""
+        return self.place_batch((np.zeros((self.local_batch, *self.stored_shape), np.uint8),
+                                 np.zeros(self.local_batch, np.int32)))
+
+    def _batches(self, rows: np.ndarray) -> Iterator[tuple[Any, Any]]:
+        return on_device(batches(self.split, rows, self.local_batch, self.workers), self.place_batch)
+
+
+class StreamFeed(_Stream):
+    """The training split on disk, read in the order of `epoch_order(seed, epoch)`."""
+
+    def __init__(self, split: StreamedSplit, *, seed: int, **stream: Any):
+        super().__init__(split, **stream)
+        self.size, self.steps_per_epoch = len(split), len(split) // self.batch_size
         self.key = jax.random.key(seed)
 
     def compile(self, experiment: Experiment, state: TrainState, preprocessing: Any) -> LeafStep:
         """The experiment's train step on one batch, compiled for this process's share of it."""
-        local = len(range(self.batch_size)[self.shard])
-        images, labels = self.place_batch((np.zeros((local, *self.stored_shape), np.uint8), np.zeros(local, np.int32)))
-        return LeafStep(experiment.train_step, state).compile(state, images, labels, preprocessing, np.int32(0))
+        return LeafStep(experiment.train_step, state).compile(state, *self._placeholder(), preprocessing, np.int32(0))
 
     def epoch(self, epoch: int, first_batch: int, preprocessing: Any) -> Iterator[tuple]:
         """The step arguments (after the state) of each batch of `epoch` from `first_batch` on."""
         order = np.asarray(jax.device_get(epoch_order(self.key, epoch, self.size)))
         rows = epoch_rows(order, first_batch, self.batch_size, self.shard)
-        local = len(range(self.batch_size)[self.shard])
-        stream = on_device(batches(self.split, rows, local, self.workers), self.place_batch)
-        for batch, (images, labels) in enumerate(stream, first_batch):
+        for batch, (images, labels) in enumerate(self._batches(rows), first_batch):
             yield images, labels, preprocessing, np.int32(batch)
 
 
@@ -87,25 +99,16 @@ class MemoryEval:
             yield self.images, self.labels, np.int32(self.count), np.int32(start)
 
 
-class StreamEval:
+class StreamEval(_Stream):
     """An evaluation split on disk, read in order, the last batch padded (its padding masked by the
     count of examples left)."""
 
-    def __init__(self, split: StreamedSplit, *, batch_size: int, place_batch: Place,
-                 stored_shape: tuple[int, int, int], workers: int, shard: slice = slice(None)):
-        self.split, self.batch_size, self.workers, self.shard = split, batch_size, workers, shard
-        self.place_batch, self.stored_shape = place_batch, stored_shape
-
     def example(self) -> tuple:
-        local = len(range(self.batch_size)[self.shard])
-        images, labels = self.place_batch((np.zeros((local, *self.stored_shape), np.uint8), np.zeros(local, np.int32)))
-        return images, labels, np.int32(0), np.int32(0)
+        return *self._placeholder(), np.int32(0), np.int32(0)
 
     def batches(self) -> Iterator[tuple]:
         count = len(self.split)
         rows = np.arange(count + -count % self.batch_size) % count  # padding repeats the first rows
-        local = len(range(self.batch_size)[self.shard])
         shard_rows = rows.reshape(-1, self.batch_size)[:, self.shard].reshape(-1)
-        stream = on_device(batches(self.split, shard_rows, local, self.workers), self.place_batch)
-        for index, (images, labels) in enumerate(stream):
+        for index, (images, labels) in enumerate(self._batches(shard_rows)):
             yield images, labels, np.int32(count - index * self.batch_size), np.int32(0)

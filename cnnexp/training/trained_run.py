@@ -14,7 +14,7 @@ from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp.data import ImageDataset, Split, load_dataset
-from cnnexp.data.dataset import center_window
+from cnnexp.data.geometry import center_crop
 from cnnexp.data.preprocess import Preprocessing, apply_preprocessing, load_preprocessing
 from cnnexp.errors import UserError
 from cnnexp.models.param_paths import dotted_path
@@ -57,7 +57,7 @@ def load_trained_run(run_dir: Path, checkpoint: str = BEST_CHECKPOINT) -> Traine
     data = load_dataset(cfg.data, cfg.seed, in_memory=True)
     # What looks at a trained run reads test images directly: at the model's size (centre windows).
     # (the steps' own centre crop then leaves them as they are).
-    data = dataclasses.replace(data, test=Split(center_window(data.test.images, data.input_shape[:2]), data.test.labels))
+    data = dataclasses.replace(data, test=Split(center_crop(data.test.images, data.input_shape[:2]), data.test.labels))
     source = f"{run_dir} ({checkpoint} checkpoint)"
     model = build_experiment(cfg, data.input_shape, data.num_classes,
                              steps_per_epoch=max(1, len(data.train) // cfg.trainer.batch_size),
