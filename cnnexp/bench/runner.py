@@ -37,6 +37,8 @@ were measured side by side, interleaved, so they are steadier than the absolute 
 COLUMNS = ("model", "params", "batch", "precision", "train img/s", "step ms", "spread %", "compile s",
            "oneDNN %", "eval img/s", "peak MiB", "GFLOP/step", "GFLOP/s", "% peak", "matmul ms", "ref train img/s",
            "ref eval img/s", "train ratio", "eval ratio", "reference")
+# bench.stream=true: the training split read from disk by Grain (cnnexp.bench.stream_side).
+STREAM_COLUMNS = ("stream img/s", "streamed train img/s", "stream peak MiB", "stream")
 
 
 @dataclass
@@ -154,6 +156,10 @@ def measure_row(label: str, cfg: DictConfig, options: DictConfig, data_cache: di
                            "matmul ms": 1000 * matmul_seconds(ours.train_flops, cfg.trainer.precision)})
         if peak_flops:
             row.values["% peak"] = 100 * ours.train_flops / step_s / peak_flops
+    if options.stream:
+        from cnnexp.bench.stream_side import measure_stream
+
+        row.values.update(measure_stream(cfg, options.steps * options.repeats))
     if reference is not None:
         ref_step_s = timings["reference train"].median_s / options.steps
         row.values.update({
@@ -205,24 +211,33 @@ def bench(options: DictConfig, configs: list[tuple[str, DictConfig]], command: s
             _write_doc(Path(options.doc), rows, command, env, peak, precision)
     title = (f"cnnexp bench on {env['device']['count']} x {env['device']['kind']} ({os.cpu_count()} CPU cores): "
              f"{options.steps} steps x {options.repeats} repeats, median")
-    print_table(title, list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
+    columns = _columns(rows)
+    print_table(title, columns, [[row.cell(c) for c in columns] for row in rows])
     if options.doc:
         print(f"updated {options.doc} (section bench-{platform})")
     print(out)
     return out
 
 
+def _columns(rows: list[Row]) -> list[str]:
+    """COLUMNS, and STREAM_COLUMNS where a row measured the streamed path."""
+    streamed = any(column in row.values for row in rows for column in STREAM_COLUMNS)
+    return [*COLUMNS, *(STREAM_COLUMNS if streamed else ())]
+
+
 def _markdown(rows: list[Row]) -> str:
     from cnnexp.reports.report import markdown_table
 
-    return markdown_table(list(COLUMNS), [[row.cell(c) for c in COLUMNS] for row in rows])
+    columns = _columns(rows)
+    return markdown_table(columns, [[row.cell(c) for c in columns] for row in rows])
 
 
 def _write_files(out: Path, rows: list[Row], command: str, env: dict, options: DictConfig, peak: float | None) -> None:
     with (out / "bench.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        columns = _columns(rows)
+        writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
-        writer.writerows([{c: row.values.get(c) for c in COLUMNS} for row in rows])
+        writer.writerows([{c: row.values.get(c) for c in columns} for row in rows])
     (out / "bench.md").write_text(f"Command: `{command}`\n\n{_markdown(rows)}\n")
     record = {"command": command, "options": OmegaConf.to_container(options), "peak_flops": peak,
               "xla_flags": os.environ.get("XLA_FLAGS"), **env, "rows": [row.values for row in rows]}

@@ -38,10 +38,12 @@ class Split(NamedTuple):
 # A split in memory, or one read from disk as it is used (cnnexp.data.stream.StreamedSplit); both
 # have `labels`, `take(rows)` and `with_labels(labels)`, which is all subsets and carving need.
 AnySplit = Any
-# Training images, at most, that a streamed dataset's preprocessing is fitted on (a sample drawn
-# with FIT_SAMPLE_SEED; all of them when there are fewer, so a small dataset fits the same whether
-# streamed or not).
+# Training images, at most, that a streamed dataset's preprocessing is fitted on: a sample drawn with
+# FIT_SAMPLE_SEED of at most this many images and bytes (uint8), so the fit's memory stays bounded
+# (20,000 28x28 digits are 16 MB; 256 MB hold 5,461 128x128 photos). A dataset within both limits
+# is fitted on all of its images, the same whether streamed or not.
 STREAMED_FIT_SAMPLE = 20_000
+STREAMED_FIT_BYTES = 256 * 2**20
 FIT_SAMPLE_SEED = 0
 
 
@@ -71,7 +73,7 @@ class ImageDataset:
         an in-memory split, a seeded sample of a streamed one (centre windows in `crop` mode)."""
         if not self.streamed:
             return center_crop(self.train.images, self.input_shape[:2])
-        count = min(len(self.train), STREAMED_FIT_SAMPLE)
+        count = min(len(self.train), STREAMED_FIT_SAMPLE, max(1, STREAMED_FIT_BYTES // int(np.prod(self.stored_shape))))
         rows = np.sort(np.random.default_rng(FIT_SAMPLE_SEED).permutation(len(self.train))[:count])
         return center_crop(self.train.images(rows), self.input_shape[:2])
 
