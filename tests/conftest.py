@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.commands import TINY, run_cnnexp, run_dirs, sweep_dir, train_tiny_run
+from helpers.images import write_digits_folder
 from helpers.paths import CPU_PRESETS
 from helpers.shared import build_once, session_root
 from helpers.xla import share_compilations, use_fast_compiles
@@ -96,3 +97,9 @@ def preset_runs(tmp_path_factory, shared_env) -> dict[str, Path]:
                      if o.startswith("experiment=")]
         runs[preset] = run
     return runs
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    """The digits' fixed splits as a folder of PNGs (1,437 + 360), for data=image_folder. Read only."""
+    return write_digits_folder(build_once(tmp_path_factory, "digits-folder", lambda root: None)[0])

@@ -2,19 +2,23 @@
 
 A plain run is composed and validated here before Hydra starts (so bad input is one line and
 nothing is written), and `resume=` is turned into the run folder and that run's own overrides.
-The Hydra task then trains; in a sweep, one broken job is recorded as failed and the others go on,
-and the command's exit status says whether every job completed.
+A run of several processes (`trainer.distributed`, a Slurm step) joins them here too, so that all
+of them train into process 0's run folder. The Hydra task then trains; in a sweep, one broken job
+is recorded as failed and the others go on, and the command's exit status says whether every job
+completed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
 
 import hydra
+import jax
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -26,19 +30,32 @@ from cnnexp.config import validate_config
 from cnnexp.errors import TrainingInterrupted, UserError, report_error
 from cnnexp.runs.fingerprint import config_fingerprint
 from cnnexp.runs.layout import CHECKPOINTS_DIR, OVERRIDES_FILE, is_resumable
-from cnnexp.runs.naming import find_latest_run, shared_sweep_name
+from cnnexp.runs.naming import find_latest_run, run_dir_for, shared_sweep_name
 from cnnexp.runs.summary import objective_direction, record_early_failure
+from cnnexp.training.distributed import (
+    agree_on,
+    any_process,
+    distributed_spec,
+    initialize,
+    is_main_process,
+    quiet_other_processes,
+)
 
 log = logging.getLogger("cnnexp")
 
 
-def resolve_resume(overrides: list[str]) -> list[str]:
-    """Validated overrides of one run, with `resume=` turned into a run folder and that run's own
-    overrides, so `resume=<folder>` alone continues the run with its config (overrides given now
-    still win)."""
+# Overrides that say how this launch's processes join (trainer.distributed.*), not what the run
+# computes: a resumed run takes them from its own command line, never from the run folder.
+LAUNCH_KEYS = "trainer.distributed"
+
+
+def resolve_resume(overrides: list[str]) -> tuple[list[str], DictConfig]:
+    """Validated overrides of one run and its config, with `resume=` turned into a run folder and
+    that run's own overrides, so `resume=<folder>` alone continues the run with its config
+    (overrides given now still win)."""
     cfg = compose_config("train", overrides, validate_config)
     if not cfg.resume:
-        return overrides
+        return overrides, cfg
     if cfg.resume == "latest":
         run_dir = find_latest_run(Path(cfg.paths.runs_dir), config_fingerprint(cfg))
         log.info("resume=latest: %s", run_dir)
@@ -47,11 +64,34 @@ def resolve_resume(overrides: list[str]) -> list[str]:
     if not is_resumable(run_dir):
         raise UserError(f"resume={cfg.resume}: not a run folder with {CHECKPOINTS_DIR}/ and {OVERRIDES_FILE}")
     given = {override_key(o): o for o in overrides if override_key(o) != "resume"}
-    merged = {override_key(o): o for o in OmegaConf.load(run_dir / OVERRIDES_FILE) if override_key(o) != "resume"}
+    merged = {override_key(o): o for o in OmegaConf.load(run_dir / OVERRIDES_FILE)
+              if override_key(o) != "resume" and not override_key(o).startswith(LAUNCH_KEYS)}
     merged.update(given)
     resolved = [*merged.values(), f"resume={run_dir}"]
-    compose_config("train", resolved, validate_config)  # the run's own config, with what was given now
-    return resolved
+    return resolved, compose_config("train", resolved, validate_config)  # the run's own config, with what was given now
+
+
+def join_processes(cfg: DictConfig) -> bool:
+    """Join the other processes of a multi-process run, if this is one (before anything starts JAX's
+    backend), and refuse in all of them a run whose processes were given different configs: they
+    would compile different programs and wait on each other until JAX's timeouts."""
+    if not initialize(distributed_spec(cfg.trainer)):
+        return False
+    fingerprint = config_fingerprint(cfg)
+    if any_process(agree_on(fingerprint) != fingerprint):
+        raise UserError(f"the {jax.process_count()} processes of this run were given different configs "
+                        f"(compare their overrides): each must train the same one")
+    return True
+
+
+def share_run_folder(overrides: list[str], cfg: DictConfig) -> list[str]:
+    """A plain run of several processes: joined, every process trains into process 0's run folder,
+    and only process 0 writes its `.hydra/` folder. One process: `overrides` as they are."""
+    if not join_processes(cfg):
+        return overrides
+    run_dir = agree_on(run_dir_for(cfg.paths.runs_dir, cfg.resume))
+    quoted = run_dir.replace("\\", "\\\\").replace("'", "\\'")
+    return [*overrides, f"hydra.run.dir='{quoted}'", *([] if is_main_process() else ["hydra.output_subdir=null"])]
 
 
 def check_sweep_objective(args: list[str]) -> None:
@@ -70,15 +110,29 @@ def check_sweep_objective(args: list[str]) -> None:
             objective_direction(str(value))
 
 
+def check_sweep_processes(args: list[str]) -> None:
+    """A sweep's multi-process runs are each a job of `hydra/launcher=slurm_multinode`, whose tasks
+    share the job's folder. Processes that each ran a sweep themselves would each name a sweep
+    folder of their own, and could not stop together when one of their jobs failed: refused."""
+    given = sorted({override_key(a) for a in args if override_key(a).startswith(LAUNCH_KEYS)})
+    if given:
+        raise UserError(f"{', '.join(given)} join the processes of one run, not of a sweep (-m); for a sweep of "
+                        f"runs of several processes use hydra/launcher=slurm_multinode")
+    if distributed_spec(OmegaConf.create({}), os.environ) is not None:
+        raise UserError("cnnexp train -m runs here in each task of a Slurm step of several tasks; start the sweep "
+                        "once, outside srun, with hydra/launcher=slurm_multinode (each job a run of several tasks)")
+
+
 def run(args: list[str]) -> int:
     """The command: exit status 0 when every run completed, else the worst job's status."""
     register_hydra_extensions()
     flags = [a for a in args if a.startswith("-")]
     validated = not flags  # a plain single run: composed and checked before Hydra creates anything
     if validated:
-        args = resolve_resume(args)
+        args = share_run_folder(*resolve_resume(args))
     elif "-m" in flags or "--multirun" in flags:
         check_sweep_objective(args)
+        check_sweep_processes(args)
     exit_status = 0
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")
@@ -98,10 +152,15 @@ def run(args: list[str]) -> int:
                 raise UserError("resume= continues one run; it cannot be combined with -m")
             if not validated:
                 validate_config(cfg)
+                join_processes(cfg)  # a sweep's job that is a Slurm step of several tasks (plain runs joined before)
+            quiet_other_processes()
             summary = train(cfg, run_dir, config_fingerprint(cfg))
             return float(summary[cfg.objective])
         except TrainingInterrupted as stop:
-            print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}", file=sys.stderr)
+            if is_main_process():
+                every_process = f" (in each of the {jax.process_count()} processes)" if jax.process_count() > 1 else ""
+                print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}{every_process}",
+                      file=sys.stderr)
             exit_status = stop.exit_code
             sys.exit(exit_status)  # stops a sweep too: Ctrl-C means stop
         except UserError as error:

@@ -17,11 +17,20 @@ from cnnexp.runs.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 
 def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
+    # In a run of several processes every process saves and the managers sync with barriers named
+    # after the manager: `last` and `best` save at the same step, and barriers of the same name
+    # would mix them up (two-process saves hung without the prefix).
+    multiprocessing = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name)
     return ocp.CheckpointManager(
         directory.absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "meta"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, multiprocessing_options=multiprocessing),
+        item_handlers=_item_handlers(),
     )
+
+
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+    """How each item of a checkpoint is read and written (new handlers for each manager)."""
+    return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 
 
 class RunCheckpoints:
@@ -87,12 +96,17 @@ def read_weights(run_dir: Path, which: str) -> tuple[dict[str, np.ndarray], dict
     Read without a target, so no model or optimizer needs to be rebuilt to look at them and they
     can go into a model of another shape."""
     directory = (run_dir / CHECKPOINTS_DIR / which).absolute()
-    manager = ocp.CheckpointManager(directory, item_names=("state", "meta")) if directory.is_dir() else None
+    manager = ocp.CheckpointManager(directory, item_handlers=_item_handlers()) if directory.is_dir() else None
     step = manager.latest_step() if manager else None
     if step is None:
         raise UserError(f"{run_dir} has no complete {which!r} checkpoint (train it first, or try checkpoint=last)")
+    # Every array onto this process's first device, whatever devices (trainer.devices, processes)
+    # saved it: without a target Orbax insists on the saving topology.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                          manager.item_metadata(step)["state"].tree)
     restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     manager.close()
     weights: dict[str, np.ndarray] = {}
     # A run that kept a moving average of its weights is evaluated with it.

@@ -55,10 +55,6 @@ class DistributedSpec:
     # None (explicit keys): no detection at all, so each process keeps every device it sees.
     cluster: str | None = None
 
-    @property
-    def is_main(self) -> bool:
-        return self.process_id == 0
-
 
 def _is_address(value: object) -> bool:
     """`host:port` with a port in 1..65535 (IPv6 hosts in brackets: `[::1]:1234`)."""
@@ -133,10 +129,15 @@ def initialize(spec: DistributedSpec | None, *, timeout_s: int = 300) -> bool:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # With explicit keys, JAX would still run its cluster detection (for local_device_ids) and, in
     # a Slurm job, restrict each process to the GPU of its Slurm rank: "deactivate" keeps them all.
-    jax.distributed.initialize(spec.coordinator, num_processes=spec.num_processes, process_id=spec.process_id,
-                               cluster_detection_method=spec.cluster or "deactivate",
-                               initialization_timeout=timeout_s)
     coordinator = spec.coordinator or f"found by JAX in {spec.cluster}'s variables"
+    try:
+        jax.distributed.initialize(spec.coordinator, num_processes=spec.num_processes, process_id=spec.process_id,
+                                   cluster_detection_method=spec.cluster or "deactivate",
+                                   initialization_timeout=timeout_s)
+    except Exception as error:  # jaxlib raises its own runtime errors (a timeout, an address in use)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"process {spec.process_id} of {spec.num_processes} could not join the run (coordinator "
+                        f"{coordinator}, waited up to {timeout_s} s for all processes): {reason}") from None
     log.info("distributed: process %d of %d (coordinator %s), %d of %d %s devices here", spec.process_id,
              spec.num_processes, coordinator, jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
     return True
@@ -148,6 +149,37 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+class _ProcessPrefix(logging.Filter):
+    """Names this process at the start of each message (once, though every handler filters it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "process_prefixed", False):
+            record.msg, record.process_prefixed = f"process {jax.process_index()}: {record.msg}", True
+        return True
+
+
+def quiet_other_processes() -> None:
+    """In every process but 0, log warnings and errors only, each line naming its process: process 0
+    tells the run's progress for all of them, and N processes sharing a terminal or a log file
+    would otherwise print every line N times."""
+    if jax.process_count() == 1 or is_main_process():
+        return
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setLevel(max(handler.level, logging.WARNING))
+        handler.addFilter(_ProcessPrefix())
+
+
+def any_process(flag: bool) -> bool:
+    """True if `flag` is true in any process (a Ctrl-C or SIGTERM that reached some of them). A
+    collective: every process must call it at the same point of the run."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
 def _host_leaf(x: Any) -> Any:
     if not isinstance(x, jax.Array):
         return np.asarray(x)
@@ -155,19 +187,16 @@ def _host_leaf(x: Any) -> Any:
         x = jax.random.key_data(x)
     if x.is_fully_addressable:
         return np.asarray(x)
-    if x.sharding.is_fully_replicated:
-        return np.asarray(x.addressable_data(0))  # this process's copy: no communication
-    # Split across processes: gathering it is a collective every process must call.
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x.addressable_data(0))  # replicated: this process's copy, no communication
 
 
 def host_value(tree: Any) -> Any:
-    """Numpy values of `tree`'s arrays, also of arrays that span other processes' devices, where
-    `np.asarray` raises ("Fetching value for `jax.Array` that spans non-addressable devices").
-    Replicated arrays (parameters, metric sums) are read from this process's copy; an array split
-    across processes is all-gathered, which every process must then call alike."""
+    """Numpy values of `tree`'s arrays (local, or replicated across processes like the training
+    state and the metric sums), also where `np.asarray` raises for an array that spans other
+    processes' devices. An array split across processes is no value one process holds: refused."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.sharding.is_fully_replicated):
+            raise ValueError(f"host_value: an array split across processes ({leaf.sharding})")
     return jax.tree.map(_host_leaf, tree)
 
 
@@ -206,19 +235,12 @@ def agree_on(value: str) -> str:
     return bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode()
 
 
-def process_shard(global_batch_size: int, sharding: jax.sharding.Sharding | None = None) -> slice:
-    """The rows of each global batch this process feeds: contiguous blocks in process order, which
-    is where `jax.make_array_from_process_local_data` puts each process's rows on a mesh over
-    `jax.devices()` (process 0's devices first). With `sharding`, read from its layout instead."""
-    count, index = jax.process_count(), jax.process_index()
-    if global_batch_size % count:
-        raise UserError(f"a batch of {global_batch_size} does not split evenly across {count} processes "
-                        f"(use a multiple of {count})")
-    if sharding is None:
-        rows = global_batch_size // count
-        return slice(index * rows, (index + 1) * rows)
-    device_rows = sharding.addressable_devices_indices_map((global_batch_size,)).values()
-    blocks = sorted((range(global_batch_size)[rows[0]] for rows in device_rows), key=lambda r: r.start)
+def process_shard(batch_size: int, sharding: jax.sharding.Sharding) -> slice:
+    """The rows of each batch of `batch_size` this process feeds: those its devices hold under
+    `sharding`, one block (a mesh over `jax.devices()` lists each process's devices together),
+    which is where `jax.make_array_from_process_local_data` puts them. One process: every row."""
+    device_rows = sharding.addressable_devices_indices_map((batch_size,)).values()
+    blocks = sorted((range(batch_size)[rows[0]] for rows in device_rows), key=lambda r: r.start)
     if any(a.stop < b.start for a, b in zip(blocks, blocks[1:])):
         raise ValueError(f"{sharding} gives this process rows that are not one block")
     return slice(blocks[0].start, max(block.stop for block in blocks))

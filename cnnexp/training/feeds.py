@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnnexp.data.dataset import Split
@@ -27,6 +26,7 @@ class MemoryFeed:
     """The training split on the device as uint8; the step gathers each batch by index."""
 
     def __init__(self, split: Split, *, batch_size: int, seed: int, place: Place):
+        self.place = place
         self.images, self.labels = place(split.images), place(split.labels)
         self.size, self.steps_per_epoch = len(split), len(split) // batch_size
         self.key = jax.random.key(seed)
@@ -34,13 +34,14 @@ class MemoryFeed:
 
     def compile(self, experiment: Experiment, state: TrainState, preprocessing: Any) -> LeafStep:
         """The experiment's gathering train step, compiled for this split."""
-        example_order = jnp.zeros(self.size, jnp.int32)
+        example_order = self.place(np.zeros(self.size, np.int32))
         return LeafStep(experiment.gathered_step, state).compile(state, self.images, self.labels, preprocessing, example_order,
                                                       np.int32(0))
 
     def epoch(self, epoch: int, first_batch: int, preprocessing: Any) -> Iterator[tuple]:
         """The step arguments (after the state) of each batch of `epoch` from `first_batch` on."""
-        order = self._order(self.key, epoch)
+        # Every process computes the same order; placed beside the split it indexes.
+        order = self.place(self._order(self.key, epoch))
         for batch in range(first_batch, self.steps_per_epoch):
             yield self.images, self.labels, preprocessing, order, np.int32(batch)
 

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnexp.checks import check_choice, check_values, integer_at_least, is_integer, is_number
 from cnnexp.errors import UserError
+from cnnexp.training.distributed import distributed_spec
 from cnnexp.training.losses import LOSSES
 from cnnexp.training.optim import OPTIMIZERS, REST_GROUP, SCHEDULES
 from cnnexp.training.steps import COMPUTE_DTYPES
@@ -38,6 +39,7 @@ def validate_training_options(cfg: DictConfig) -> None:
         ("trainer.devices", trainer.get("devices", "all"), lambda v: v == "all" or (is_integer(v) and v >= 1),
          "all or an integer >= 1"),
     ])
+    distributed_spec(trainer, environ={})  # the trainer.distributed keys (Slurm's variables are read at launch)
     validate_finetuning(cfg)
 
 

@@ -2,7 +2,9 @@
 
 Every device holds the whole (small) dataset and a replica of the training state; each batch is
 split along its first axis, so XLA partitions the step and all-reduces the gradients itself. One
-device means no sharding at all: the single-device program is unchanged.
+device means no sharding at all: the single-device program is unchanged. In a run of several
+processes (`training.distributed`) the devices are those of all processes, and each process
+places its own share of every batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from omegaconf import DictConfig
 
 from cnnexp.errors import UserError
+from cnnexp.training.distributed import global_batch, process_shard, replicate
 
 BATCH_AXIS = "data"
 
@@ -27,8 +30,16 @@ class DataParallel(NamedTuple):
         return self.replicated.mesh.size
 
     def replicate(self, tree: Any) -> Any:
-        """Put `tree` on every device."""
-        return jax.device_put(tree, self.replicated)
+        """Put `tree` (the same value in every process) on every device."""
+        return replicate(tree, self.replicated)
+
+    def place_batch(self, local: Any) -> Any:
+        """The global batch of which `local` (numpy) is this process's `shard`, split across the devices."""
+        return global_batch(local, self.batch)
+
+    def shard(self, batch_size: int) -> slice:
+        """The rows of each batch of `batch_size` this process feeds (all of them in a single process)."""
+        return process_shard(batch_size, self.batch)
 
 
 def data_parallel(devices: str | int, batch_sizes: dict[str, int]) -> DataParallel | None:
@@ -38,6 +49,10 @@ def data_parallel(devices: str | int, batch_sizes: dict[str, int]) -> DataParall
     count = len(available) if devices == "all" else devices
     if count > len(available):
         raise UserError(f"trainer.devices={devices}: only {len(available)} {available[0].platform} device(s) here")
+    if jax.process_count() > 1 and count != len(available):
+        # Each process feeds its own devices: a mesh without some of them would leave a process out.
+        raise UserError(f"trainer.devices={devices}: a run of {jax.process_count()} processes trains on every "
+                        f"device of every process ({len(available)}); use trainer.devices=all")
     if count == 1:
         return None
     for key, size in batch_sizes.items():

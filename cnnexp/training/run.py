@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
@@ -32,6 +30,7 @@ from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.summary import environment, read_summary, write_summary
 from cnnexp.training.builder import build_experiment, fit_to_training_data
+from cnnexp.training.distributed import any_process, host_value, is_main_process
 from cnnexp.training.feeds import MemoryEval, MemoryFeed, StreamEval, StreamFeed
 from cnnexp.training.init_from import initialize_from, resolve_source
 from cnnexp.training.optim import REST_GROUP
@@ -67,6 +66,14 @@ class _InterruptFlag:
         self.requested = True
         log.warning("interrupt requested: saving a checkpoint (Ctrl-C again to abort at once)")
 
+    def stop_now(self, at_sync_point: bool) -> bool:
+        """Whether the loop stops after this step. One process stops at the next step; several stop
+        together (each saves its part of the checkpoint) at the next point where they sync anyway,
+        a log point or an epoch's end, if Ctrl-C reached any of them."""
+        if jax.process_count() == 1:
+            return self.requested
+        return at_sync_point and any_process(self.requested)
+
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
 
@@ -76,6 +83,9 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, fingerprint: str):
         self.cfg, self.run_dir = cfg, run_dir
+        # In a run of several processes, process 0 alone writes the run folder's files; all of them
+        # compute, and write their parts of each checkpoint.
+        self.writes_files = is_main_process()
         self.clock_start = time.perf_counter()
         resumed = read_summary(run_dir) if cfg.resume else None
         self.summary: dict[str, Any] = {
@@ -90,7 +100,12 @@ class Trainer:
             "run_dir": str(run_dir),
             **environment(),
         }
-        write_summary(run_dir, self.summary)
+        self.write_summary()
+
+    def write_summary(self) -> None:
+        """summary.json as the run stands now (process 0's; the others write nothing)."""
+        if self.writes_files:
+            write_summary(self.run_dir, self.summary)
 
     def build(self) -> None:
         """Load the data, build the model and optimizer, restore a checkpoint, compile the steps."""
@@ -128,9 +143,18 @@ class Trainer:
             log.info("optimizer groups: %s", ", ".join(
                 f"{g.name} x{g.lr_scale:g} ({len(g.paths)} tensors)" for g in groups))
 
+        # Host values onto the device, or onto every device (of every process) when data parallel.
+        self.place = jax.device_put if self.parallel is None else self.parallel.replicate
+        if self.parallel is not None:
+            log.info("data parallel over %d devices%s", self.parallel.device_count,
+                     f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")
+        self.state = self.place(self.state)
+        self.preprocessing = self.place(preprocessing)
+
         self.checkpoints = RunCheckpoints(run_dir, trainer.checkpoint_keep)
         self.meta = {"step": 0, "epoch": 0, "best_val_accuracy": None, "best_epoch": None,
                      "elapsed_s": 0.0, "log_window_sums": None}
+        # Restored straight into the state's placement, whatever devices and processes saved it.
         restored = self.checkpoints.restore_latest(abstract_like(self.state)) if cfg.resume else None
         if cfg.resume and restored is None:
             log.warning("%s has no complete checkpoint yet: starting it over from step 0", run_dir)
@@ -139,13 +163,7 @@ class Trainer:
             self.summary.update(epochs_completed=self.meta["epoch"], best_epoch=self.meta["best_epoch"],
                                 best_val_accuracy=self.meta["best_val_accuracy"])
             log.info("resuming %s from step %d", run_dir, self.meta["step"])
-
-        place = jax.device_put if self.parallel is None else self.parallel.replicate
-        if self.parallel is not None:
-            log.info("data parallel over %d devices", self.parallel.device_count)
-        self.state = place(self.state)
-        self.preprocessing = place(preprocessing)
-        self._make_feeds(place)
+        self._make_feeds()
 
         compile_start = time.perf_counter()
         self.train_step = self.feed.compile(experiment, self.state, self.preprocessing)
@@ -154,15 +172,15 @@ class Trainer:
         for name, feed in self.eval_feeds.items():
             images, labels, count, start = feed.example()
             self.eval_steps[name] = eval_step.lower(
-                jnp.zeros(3), evaluated_params(self.state), self.state.model_state, images, labels,
+                self._zero_sums(), evaluated_params(self.state), self.state.model_state, images, labels,
                 self.preprocessing, count, start,
             ).compile()
         self.summary["compile_time_s"] = time.perf_counter() - compile_start
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
 
-    def _make_feeds(self, place: Callable[[Any], Any]) -> None:
+    def _make_feeds(self) -> None:
         """The training feed and the evaluation splits' feeds: on the device, or streamed."""
-        data, batch_size, eval_batch_size = self.data, self.batch_size, self.eval_batch_size
+        data, batch_size, eval_batch_size, place = self.data, self.batch_size, self.eval_batch_size, self.place
         self.summary["data_path"] = "streamed" if data.streamed else "in_memory"
         if not data.streamed:
             self.feed = MemoryFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place=place)
@@ -171,14 +189,18 @@ class Trainer:
             return
         workers = self.cfg.data.get("stream_workers", "auto")
         workers = default_workers() if workers == "auto" else int(workers)
-        sharding = None if self.parallel is None else self.parallel.batch
-        place_batch = partial(jax.device_put, device=sharding)
+        # Each process reads its own rows of every batch (all of them in a single process).
+        if self.parallel is None:
+            place_batch, train_rows, eval_rows = jax.device_put, slice(None), slice(None)
+        else:
+            place_batch = self.parallel.place_batch
+            train_rows, eval_rows = self.parallel.shard(batch_size), self.parallel.shard(eval_batch_size)
         log.info("streaming %s from disk: %d Grain worker process(es), images stored at %s",
                  data.name, workers, "x".join(map(str, data.stored_shape)))
         self.feed = StreamFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place_batch=place_batch,
-                               stored_shape=data.stored_shape, workers=workers)
+                               stored_shape=data.stored_shape, workers=workers, shard=train_rows)
         self.eval_feeds = {name: StreamEval(split, batch_size=eval_batch_size, place_batch=place_batch,
-                                            stored_shape=data.stored_shape, workers=workers)
+                                            stored_shape=data.stored_shape, workers=workers, shard=eval_rows)
                            for name, split in (("val", data.val), ("test", data.test))}
 
     def _initialize(self, preprocessing: Preprocessing, model: nnx.Module, output: str) -> None:
@@ -208,23 +230,30 @@ class Trainer:
                 log.warning("%s stores no preprocessing (an older run): fitting this run's own", source_dir)
             else:
                 chosen = _same_kind(source, cfg.data.preprocess, f"init_from={cfg.init_from} was trained with")
-        save_preprocessing(self.run_dir / PREPROCESSING_FILE, chosen)
+        if self.writes_files:
+            save_preprocessing(self.run_dir / PREPROCESSING_FILE, chosen)
         return chosen
 
     def _elapsed(self) -> float:
         return self.meta["elapsed_s"] + time.perf_counter() - self.clock_start
 
+    def _zero_sums(self) -> jax.Array:
+        """Evaluation's [loss sum, correct, count] to start from, placed like the state."""
+        return self.place(np.zeros(3, np.float32))
+
     def evaluate(self, split_name: str) -> tuple[float, float]:
         """Mean loss and accuracy of the current state on an evaluation split."""
         step, params, model_state = self.eval_steps[split_name], evaluated_params(self.state), self.state.model_state
-        sums = jnp.zeros(3)
+        sums = self._zero_sums()
         for images, labels, count, start in self.eval_feeds[split_name].batches():
             sums = step(sums, params, model_state, images, labels, self.preprocessing, count, start)
-        loss_sum, correct, count = jax.device_get(sums)
+        loss_sum, correct, count = host_value(sums)
         return float(loss_sum / count), float(correct / count)
 
-    def _record(self, metrics: MetricsLog, kind: str, split: str, epoch: int, step: int,
+    def _record(self, metrics: MetricsLog | None, kind: str, split: str, epoch: int, step: int,
                 loss: float, accuracy: float, images_per_s: float | None = None) -> None:
+        if metrics is None:  # not the process that writes the run folder
+            return
         metrics.write({
             "kind": kind, "split": split, "epoch": epoch, "step": step, "loss": loss,
             "accuracy": accuracy, "lr": float(self.schedule(max(step - 1, 0))),
@@ -232,7 +261,7 @@ class Trainer:
         })
 
     def _check_finite(self) -> None:
-        bad_step = int(jax.device_get(self.state.nonfinite_step))
+        bad_step = int(host_value(self.state.nonfinite_step))
         if bad_step >= 0:
             raise TrainingDiverged(
                 f"the training loss became NaN or infinite at step {bad_step}; "
@@ -240,7 +269,7 @@ class Trainer:
             )
 
     def _save(self, epoch: int, best: bool, window_sums: list[float] | None) -> None:
-        self.meta.update(step=int(jax.device_get(self.state.step)), epoch=epoch,
+        self.meta.update(step=int(host_value(self.state.step)), epoch=epoch,
                          elapsed_s=self._elapsed(), log_window_sums=window_sums)
         self.clock_start = time.perf_counter()  # time so far is in meta["elapsed_s"] now
         self.checkpoints.save(self.state, self.meta, best=best)
@@ -255,11 +284,11 @@ class Trainer:
         """Train to the last epoch (or until interrupted), evaluate the test split, summarize."""
         cfg, trainer = self.cfg, self.cfg.trainer
         first_step = int(self.meta["step"])
-        metrics = MetricsLog(self.run_dir, resume_step=first_step if cfg.resume else None)
+        metrics = MetricsLog(self.run_dir, resume_step=first_step if cfg.resume else None) if self.writes_files else None
         trained_images, train_time = 0, 0.0
         try:
             with _InterruptFlag() as interrupt, training_progress(
-                self.total_steps, first_step, trainer.progress
+                self.total_steps, first_step, trainer.progress and self.writes_files
             ) as progress:
                 for epoch in range(first_step // self.steps_per_epoch, trainer.epochs):
                     epoch_start_time = time.perf_counter()
@@ -274,11 +303,13 @@ class Trainer:
                         self.state = None  # its buffers went to the step (donated); `leaves` holds the new state
                         step = epoch * self.steps_per_epoch + batch + 1
                         progress.update(progress.task_ids[0], advance=1)
-                        logging_now = (batch + 1) % trainer.log_every_steps == 0 and batch + 1 < self.steps_per_epoch
-                        if logging_now or interrupt.requested or batch + 1 == self.steps_per_epoch:
+                        epoch_end = batch + 1 == self.steps_per_epoch
+                        logging_now = (batch + 1) % trainer.log_every_steps == 0 and not epoch_end
+                        stopping = interrupt.stop_now(at_sync_point=logging_now or epoch_end)
+                        if logging_now or stopping or epoch_end:
                             self.state = self.train_step.state(leaves)
                         if logging_now:
-                            sums = np.asarray(jax.device_get(self.state.epoch_sums), np.float64)
+                            sums = np.asarray(host_value(self.state.epoch_sums), np.float64)
                             self._check_finite()
                             loss_sum, correct, count = sums - window
                             now = time.perf_counter()
@@ -287,14 +318,14 @@ class Trainer:
                             progress.update(progress.task_ids[0], description=f"epoch {epoch + 1}/{trainer.epochs}",
                                             status=f"loss {loss_sum / count:.3f} acc {100 * correct / count:.1f}%")
                             window, window_time = sums, now
-                        if interrupt.requested and batch + 1 < self.steps_per_epoch:
+                        if stopping and not epoch_end:
                             self._check_finite()
                             self._save(epoch, best=False, window_sums=window.tolist())
                             raise TrainingInterrupted(f"interrupted at step {step}")
                     epoch_images = (self.steps_per_epoch - first_batch) * self.batch_size
                     train_time += self._end_epoch(metrics, epoch, epoch_start_time, epoch_images)
                     trained_images += epoch_images
-                    if interrupt.requested and epoch + 1 < trainer.epochs:
+                    if stopping and epoch + 1 < trainer.epochs:
                         raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}")
             test_loss, test_accuracy = self.evaluate("test")
             self._record(metrics, "epoch", "test", trainer.epochs, self.total_steps, test_loss, test_accuracy)
@@ -305,14 +336,15 @@ class Trainer:
         finally:
             self.checkpoints.wait()
             self.checkpoints.close()
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
             self.summary.update(
                 wall_time_s=self._elapsed(),
                 train_time_s=train_time,
                 train_images_per_s=trained_images / train_time if train_time > 0 else None,
                 finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             )
-            write_summary(self.run_dir, self.summary)
+            self.write_summary()
         return self.summary
 
     def _end_epoch(self, metrics: MetricsLog, epoch: int, epoch_start_time: float, images: int) -> float:
@@ -320,7 +352,7 @@ class Trainer:
 
         Returns the epoch's training time (up to the sync, without evaluation)."""
         cfg = self.cfg
-        loss_sum, correct, count = np.asarray(jax.device_get(self.state.epoch_sums), np.float64)
+        loss_sum, correct, count = np.asarray(host_value(self.state.epoch_sums), np.float64)
         train_time = time.perf_counter() - epoch_start_time
         self._check_finite()
         step = (epoch + 1) * self.steps_per_epoch
@@ -339,7 +371,7 @@ class Trainer:
             best_epoch=self.meta["best_epoch"], final_val_accuracy=val_accuracy,
             wall_time_s=self._elapsed(),
         )
-        write_summary(self.run_dir, self.summary)
+        self.write_summary()
         log.info(
             "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | %.1f s, %.0f images/s",
             epoch + 1, cfg.trainer.epochs, loss_sum / count, 100 * correct / count, val_loss,
@@ -362,7 +394,8 @@ def train(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict[str, Any]:
     previous = read_summary(run_dir) if cfg.resume else None
     if previous and previous.get("status") == "completed":
         log.info("%s has already completed; nothing to resume", run_dir)
-        print_summary(previous, str(run_dir))
+        if is_main_process():
+            print_summary(previous, str(run_dir))
         return previous
     enable_compilation_cache(cfg.paths.jax_cache_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -371,9 +404,10 @@ def train(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict[str, Any]:
         trainer.build()
     except BaseException as error:
         trainer.fail(error)
-        write_summary(run_dir, trainer.summary)
+        trainer.write_summary()
         raise
     try:
         return trainer.fit()
     finally:
-        print_summary(trainer.summary, str(run_dir))
+        if trainer.writes_files:
+            print_summary(trainer.summary, str(run_dir))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers.commands import assert_one_line_error, read_summary, run_cnnexp, run_dirs, stable_metrics
 from helpers.faults import checkpoint_steps, signal_during_second_epoch
-from helpers.images import write_digits_folder, write_mixed_folder
+from helpers.images import write_mixed_folder
 from helpers.shared import build_once
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
@@ -19,12 +19,6 @@ RUN = ["data=image_folder", "trainer.epochs=3", "trainer.batch_size=4", "trainer
        "trainer.progress=false", "model=simple_cnn", "model.norm=batch", "model.dropout=0.3", "model.hidden=32",
        "model.width=0.4"]
 STREAMED = ["data.in_memory=false", "data.stream_workers=1"]
-
-
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    """The digits' fixed splits as a folder of PNGs (1,437 + 360). Read only."""
-    return write_digits_folder(build_once(tmp_path_factory, "digits-folder", lambda root: None)[0])
 
 
 def _run_args(root: Path, *extra: str) -> list[str]:
