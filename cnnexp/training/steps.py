@@ -160,16 +160,34 @@ def gathering(step: Callable[..., TrainState], batch_size: int,
     return gathered
 
 
+# XLA:CPU runs every local device's share of a step on one pool of threads (one per core) and admits
+# at most 32 queued programs per device. With collectives between devices of one process, a loop
+# that dispatches 32 steps ahead can leave every thread waiting for a device whose share cannot
+# start (jax 0.10.2, 2 CPU devices on 2 cores: a rendezvous abort after 40 s, in 2 of 3 LeNet runs on
+# Fashion-MNIST). Waiting for the state every this many steps keeps each queue short.
+CPU_COLLECTIVE_STEPS_AHEAD = 8
+
+
+def _steps_ahead_limit(state: TrainState) -> int | None:
+    """CPU_COLLECTIVE_STEPS_AHEAD for a state replicated over several CPU devices of this process."""
+    devices = jax.tree.leaves(state)[0].sharding.addressable_devices
+    if len(devices) > 1 and next(iter(devices)).platform == "cpu":
+        return CPU_COLLECTIVE_STEPS_AHEAD
+    return None
+
+
 class LeafStep:
     """A train step jitted over the leaves of its `TrainState` (donated): `step(leaves, ...) -> leaves`.
 
     Calling a jitted function flattens its arguments and unflattens its results on every call, and
     nnx's `State` and `Variable` nodes do that in Python (tenths of a millisecond per step, which on
     a 2-core machine the device work cannot hide: ~5% of a LeNet step); a list of arrays stays on
-    jit's C++ path. `state()` and `leaves()` convert where the loop reads or saves the state."""
+    jit's C++ path. `state()` and `leaves()` convert where the loop reads or saves the state.
+    On several CPU devices of one process it waits for every CPU_COLLECTIVE_STEPS_AHEAD-th step."""
 
     def __init__(self, step: Callable[..., TrainState], state: TrainState):
         self._treedef = jax.tree.structure(state)
+        self._steps_ahead, self._calls = _steps_ahead_limit(state), 0
 
         def on_leaves(leaves: list[jax.Array], *args: Any) -> list[jax.Array]:
             new_state = step(jax.tree.unflatten(self._treedef, leaves), *args)
@@ -195,7 +213,12 @@ class LeafStep:
         return self
 
     def __call__(self, leaves: list[jax.Array], *args: Any) -> list[jax.Array]:
-        return self._compiled(leaves, *args)
+        leaves = self._compiled(leaves, *args)
+        if self._steps_ahead:
+            self._calls += 1
+            if self._calls % self._steps_ahead == 0:
+                jax.block_until_ready(leaves)
+        return leaves
 
 
 def make_eval_step(eval_graphdef: nnx.GraphDef, *, batch_size: int, loss: LossFn, precision: str = "float32",

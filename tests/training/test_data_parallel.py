@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from helpers.commands import assert_one_line_error, stable_metrics, train_tiny_run
+
+from cnnexp.training import steps
 
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 
@@ -43,3 +48,31 @@ def test_batch_must_split_across_devices(cnnexp):
 
 def test_more_devices_than_present_is_an_error(cnnexp):
     assert_one_line_error(cnnexp("train", "data=digits", "trainer.devices=64"), "trainer.devices=64: only")
+
+
+LEAF_STEP_WAITS = """
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from cnnexp.training import steps
+
+waits = []
+jax.block_until_ready = lambda tree: waits.append(1) or tree  # counted, not waited for
+for devices in (jax.devices()[:1], jax.devices()):
+    placed = jax.device_put({"w": np.zeros(4, np.float32)}, NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec()))
+    step = steps.LeafStep(lambda s: {"w": s["w"] + 1}, placed).compile(placed)
+    leaves = step.leaves(placed)
+    for _ in range(20):
+        leaves = step(leaves)
+    print(len(devices), len(waits), float(step.state(leaves)["w"][0]))
+"""
+
+
+def test_steps_on_several_cpu_devices_run_at_most_a_few_ahead(tmp_path):
+    """XLA:CPU deadlocks when a loop dispatches 32 steps with cross-device collectives ahead (seen
+    with LeNet on Fashion-MNIST, 2 devices on 2 cores): LeafStep waits for every 8th step there, and
+    never on one device."""
+    result = subprocess.run([sys.executable, "-c", LEAF_STEP_WAITS], capture_output=True, text=True, timeout=120,
+                            env=_two_device_env({**os.environ, "JAX_PLATFORMS": "cpu"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = 20 // steps.CPU_COLLECTIVE_STEPS_AHEAD
+    assert result.stdout.split("\n")[:2] == ["1 0 20.0", f"2 {expected} 20.0"], result.stdout
