@@ -24,8 +24,10 @@ ACTIVATIONS = ["relu", "leaky_relu", "maxout", "tanh", "sigmoid"]
 
 
 def dry_run(target: str) -> str:
-    """The shell commands `make <target>` would run (`make -n` runs none of them)."""
-    return subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    """The shell commands `make <target>` would run (`make -n` runs none of them), without the
+    ARGS a `make test ARGS=...` around the tests passes down."""
+    return subprocess.run(["make", "-n", target, "ARGS="], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
 
 
 def swept_overrides(commands: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ from helpers.commands import cnnexp_executable, read_summary
 
 def signal_during_second_epoch(env: dict[str, str], cwd: Path, signum: int,
                                overrides: list[str]) -> tuple[Path, subprocess.Popen]:
-    """Start `cnnexp train *overrides` in `cwd`; once it has checkpointed epoch 1, send it `signum`."""
+    """Start `cnnexp train *overrides` in `cwd`; once it has checkpointed epoch 1 and logged a step of
+    epoch 2 (so steps of epoch 2 are still to come: `trainer.log_every_steps` must be less than an
+    epoch's steps), send it `signum`. Watching the log, not the clock, keeps the signal inside the
+    run however fast the machine trains."""
     cwd.mkdir(exist_ok=True)
     process = subprocess.Popen(
         [cnnexp_executable(), "train", *overrides], cwd=cwd, env=env,
@@ -20,13 +24,28 @@ def signal_during_second_epoch(env: dict[str, str], cwd: Path, signum: int,
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        run, summary = live_run(cwd)
-        if run and summary.get("epochs_completed", 0) >= 1 and checkpoint_steps(run):
-            time.sleep(0.1)  # into the second epoch
+        run, _ = live_run(cwd)
+        if run and checkpoint_steps(run) and any(r.get("kind") == "step" and r.get("epoch") == 2
+                                                 for r in logged_records(run)):
             process.send_signal(signum)
             return run, process
-        time.sleep(0.05)
-    raise AssertionError("the run did not finish its first epoch in time")
+        time.sleep(0.02)
+    raise AssertionError("the run did not log a step of its second epoch in time")
+
+
+def logged_records(run: Path) -> list[dict]:
+    """The complete records of the run's metrics.jsonl so far (a line being written is left out)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pass
+    return records
 
 
 def live_run(cwd: Path) -> tuple[Path | None, dict]:

@@ -36,6 +36,7 @@ from cnnexp.training.parallel import data_parallel
 # is off by far more.
 RTOL = 1e-6
 TIMEOUT_S = 240  # for each launch of the processes together
+GRACE_S = 30  # for the others to end by themselves once one failed
 
 
 def trainer(**keys) -> OmegaConf:
@@ -263,12 +264,12 @@ def start(root: Path, env: dict[str, str], args: list[str], places: list[tuple[l
 
 
 def finish(processes: list) -> list[tuple[int, str]]:
-    """Wait for every process (killing all of them if one fails early, as the rest would wait for it
-    until JAX's timeouts, or if they take longer than TIMEOUT_S together): (exit status, output) of each."""
+    """Wait for every process, (exit status, output) of each. All are killed after TIMEOUT_S, and
+    the others GRACE_S after one failed: they would wait for it until JAX's timeouts."""
     deadline = time.monotonic() + TIMEOUT_S
     while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
         if any(p.returncode not in (None, 0, 130) for p in processes):
-            break
+            deadline = min(deadline, time.monotonic() + GRACE_S)
         time.sleep(0.1)
     for p in processes:
         if p.poll() is None:

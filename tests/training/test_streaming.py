@@ -13,9 +13,9 @@ from helpers.shared import build_once
 pytestmark = pytest.mark.slow  # every test here runs the installed command
 
 # The digits as an image folder, trained long enough to be signalled mid-epoch (1,437 training
-# images - 10% validation = 1,293: 323 steps of 4 per epoch).
-STEPS_PER_EPOCH = 1293 // 4
-RUN = ["data=image_folder", "trainer.epochs=3", "trainer.batch_size=4", "trainer.log_every_steps=40",
+# images - 10% validation = 1,293: 80 steps of 16 per epoch, logged every 20).
+STEPS_PER_EPOCH = 1293 // 16
+RUN = ["data=image_folder", "trainer.epochs=3", "trainer.batch_size=16", "trainer.log_every_steps=20",
        "trainer.progress=false", "model=simple_cnn", "model.norm=batch", "model.dropout=0.3", "model.hidden=32",
        "model.width=0.4"]
 STREAMED = ["data.in_memory=false", "data.stream_workers=1"]
