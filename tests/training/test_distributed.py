@@ -304,6 +304,7 @@ def test_two_processes_stop_together_resume_and_train_like_one_process_with_two_
     while not ((run := live_run(root)[0]) and checkpoint_steps(run)) and time.monotonic() < deadline:
         assert all(p.poll() is None for p in processes), finish(processes)
         time.sleep(0.05)
+    assert run and checkpoint_steps(run), f"no checkpoint of epoch 1 in {TIMEOUT_S} s: {finish(processes)}"
     processes[1].send_signal(signal.SIGINT)
     (status_0, output_0), (status_1, output_1) = finish(processes)
     assert status_0 == status_1 == 130, (output_0[-3000:], output_1[-3000:])
@@ -339,6 +340,8 @@ def test_two_slurm_tasks_stream_like_one_process_with_two_devices(shared_env, tm
 
 @pytest.mark.slow
 def test_processes_given_different_configs_are_refused_together(shared_env, tmp_path):
+    """They would compile different programs and wait on each other: every one of them stops with
+    one line before anything is written."""
     places = explicit_keys(free_port())
     places[1][0].append("trainer.batch_size=32")
     results = finish(start(tmp_path, shared_env, ["data=digits"], places))
