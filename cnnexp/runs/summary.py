@@ -83,7 +83,9 @@ def environment() -> dict[str, Any]:
     versions["onednn"] = kernels.version() if device.platform == "cpu" else None
     return {
         "versions": versions,
-        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
+        # count: every device of the run; processes: how many processes feed them (training.distributed).
+        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count(),
+                   "processes": jax.process_count()},
         "host": platform.node(),
         "pid": os.getpid(),  # tells parallel jobs apart, and whether a "running" run's process is gone
         "git_commit": _git_commit(),
