@@ -55,6 +55,7 @@ class _InterruptFlag:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._single_process = jax.process_count() == 1  # asked once: stop_now runs every step
 
     def __enter__(self):
         self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -70,7 +71,7 @@ class _InterruptFlag:
         """Whether the loop stops after this step. One process stops at the next step; several stop
         together (each saves its part of the checkpoint) at the next point where they sync anyway,
         a log point or an epoch's end, if Ctrl-C reached any of them."""
-        if jax.process_count() == 1:
+        if self._single_process:
             return self.requested
         return at_sync_point and any_process(self.requested)
 
