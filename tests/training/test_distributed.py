@@ -178,8 +178,10 @@ def test_several_processes_train_on_every_device(monkeypatch):
 def test_resume_takes_the_processes_from_its_own_command_line(tmp_path, monkeypatch):
     """A run trained by two processes records their trainer.distributed keys; resuming it (in one
     process, or in two with keys of their own) must not join the old coordinator."""
+    from cnnexp.app.extensions import register_hydra_extensions
     from cnnexp.commands.train import resolve_resume
 
+    register_hydra_extensions()  # as `cnnexp train` does before composing
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()
