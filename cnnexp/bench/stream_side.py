@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from cnnexp.bench.tree_memory import TreeMemory
 from cnnexp.data import load_dataset
-from cnnexp.data.stream import default_workers
+from cnnexp.data.stream import stream_workers
 from cnnexp.training.builder import build_experiment, fit_to_training_data
 from cnnexp.training.feeds import StreamFeed
 
@@ -37,9 +37,8 @@ def measure_stream(cfg: DictConfig, batches: int) -> dict[str, Any]:
         batch = cfg.trainer.batch_size
         if len(data.train) // batch < 2 * batches + 2:
             return {"stream": f"the training split has fewer than {2 * batches + 2} batches of {batch}"}
-        workers = cfg.data.get("stream_workers", "auto")
         feed = StreamFeed(data.train, batch_size=batch, seed=cfg.seed, place_batch=jax.device_put,
-                          stored_shape=data.stored_shape, workers=default_workers() if workers == "auto" else int(workers))
+                          stored_shape=data.stored_shape, workers=stream_workers(cfg.data))
         preprocessing = jax.device_put(data.preprocessing)
         read_s = _timed_batches(iter(feed.epoch(0, 0, preprocessing)), batches)
         experiment = build_experiment(cfg, data.input_shape, data.num_classes, steps_per_epoch=feed.steps_per_epoch,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from omegaconf import DictConfig
 
 from cnnexp.data.geometry import Geometry
 from cnnexp.data.records import RecordSplit
@@ -88,9 +89,11 @@ def _die_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
             os._exit(1)
 
 
-def default_workers() -> int:
-    """One Grain worker process per core but one (the main process feeds the device), at least one."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def stream_workers(data_cfg: DictConfig) -> int:
+    """data.stream_workers as a count of Grain worker processes (0: threads of this process); `auto`
+    is one per core but one (the main process feeds the device), at least one, at most eight."""
+    workers = data_cfg.get("stream_workers", "auto")
+    return max(1, min(8, (os.cpu_count() or 2) - 1)) if workers == "auto" else int(workers)
 
 
 def batches(split: StreamedSplit, rows: np.ndarray, batch_size: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from cnnexp.console import print_summary, training_progress
 from cnnexp.data import load_dataset
 from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
-from cnnexp.data.stream import default_workers
+from cnnexp.data.stream import stream_workers
 from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.layout import PREPROCESSING_FILE
@@ -188,8 +188,7 @@ class Trainer:
             self.eval_feeds = {name: MemoryEval(split, batch_size=eval_batch_size, place=place)
                                for name, split in (("val", data.val), ("test", data.test))}
             return
-        workers = self.cfg.data.get("stream_workers", "auto")
-        workers = default_workers() if workers == "auto" else int(workers)
+        workers = stream_workers(self.cfg.data)
         # Each process reads its own rows of every batch (all of them in a single process).
         if self.parallel is None:
             place_batch, train_rows, eval_rows = jax.device_put, slice(None), slice(None)
