@@ -2,9 +2,10 @@
 
 MNIST and Fashion-MNIST are prepared offline from IDX files (`data.source_dir`, or the
 Debian package's copy) when they are not prepared yet; every other name goes through TFDS's
-normal download-and-prepare, which needs a network. Reading uses `tfds.data_source`
-(array_record files, random access, numpy out: `cnnexp.data.records`), so TensorFlow is never
-imported.
+normal download-and-prepare, which needs a network: the hosts it downloads from are probed first
+(`cnnexp.data.network`), so that an offline machine fails in seconds, not after TFDS's minutes
+of retries. Reading uses `tfds.data_source` (array_record files, random access, numpy out:
+`cnnexp.data.records`), so TensorFlow is never imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import difflib
 import functools
 from pathlib import Path
 
+from cnnexp.data.network import PROBE_TIMEOUT, connect_targets, first_reachable
 from cnnexp.data.offline_idx import (
     DEBIAN_PACKAGES,
     OFFLINE_BUILDERS,
@@ -62,6 +64,29 @@ def _how_to_get(name: str, data_dir: Path) -> str:
     return "; or ".join(ways)
 
 
+def _download_urls(builder) -> list[str]:
+    """The URLs TFDS downloads `builder`'s dataset from, as the dataset's checksums file lists them.
+    Empty for a dataset whose files the user fetches by hand (TFDS reads them from its manual
+    folder, no network needed), and for one whose URLs are known only inside its code."""
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        return []
+    return list(builder.url_infos or ())
+
+
+def _check_reachable(name: str, builder, data_dir: Path) -> None:
+    """A UserError in seconds when none of the hosts (or proxies) the download would connect to
+    answers: offline, TFDS's own retries take minutes to fail. A dataset with no listed URLs is not
+    probed, and TFDS tries as before: any host probed instead might not be the one it needs."""
+    targets = connect_targets(_download_urls(builder))
+    if targets and first_reachable(targets) is None:
+        shown = ", ".join(f"{host}:{port}" for host, port in targets[:3])
+        more = f" and {len(targets) - 3} more" if len(targets) > 3 else ""
+        raise UserError(
+            f"cannot download dataset {name!r}: no connection to {shown}{more} within "
+            f"{PROBE_TIMEOUT:g} s (is this machine offline?); " + _how_to_get(name, data_dir)
+        )
+
+
 def _prepare(name: str, builder, data_dir: Path, source_dir: Path | None, download: bool) -> None:
     """Make `builder`'s dataset exist under `data_dir`: from IDX files if possible, else download."""
     if source_dir is not None:
@@ -86,6 +111,7 @@ def _prepare(name: str, builder, data_dir: Path, source_dir: Path | None, downlo
             f"dataset {name!r} is not prepared under {data_dir} and data.download=false; "
             + _how_to_get(name, data_dir)
         )
+    _check_reachable(name, builder, data_dir)
     try:
         builder.download_and_prepare()
     except Exception as error:  # network errors come in many types from many libraries
