@@ -9,6 +9,7 @@ import sys
 from typing import NamedTuple
 
 from cnnexp import __version__
+from cnnexp.background_errors import report_background_errors_briefly
 from cnnexp.errors import UserError, report_error
 from cnnexp.host_memory import keep_freed_memory
 
@@ -45,6 +46,7 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cnnexp` console script."""
     keep_freed_memory()  # before JAX starts any thread
+    report_background_errors_briefly()
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())

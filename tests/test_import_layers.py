@@ -14,7 +14,7 @@ PACKAGE = Path(cnnexp.__file__).parent
 # The stages from the bottom up: a module may import its own stage and those below it. Within a
 # stage, packages may import each other as long as no cycle forms.
 LAYERS = [
-    {"cnnexp", "errors", "checks", "console", "host_memory"},  # leaves
+    {"cnnexp", "errors", "checks", "console", "host_memory", "background_errors"},  # leaves
     {"kernels"},  # oneDNN CPU kernels
     {"data", "models"},  # datasets; networks
     {"runs"},  # run folders: layout, summary, checkpoints, metrics, fingerprint

@@ -11,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnexp.runs.summary import read_summary
+from cnnexp.app.sweeps import record_sweep
 
 # Environment variables with which the user already chose how JAX takes device memory.
 _JAX_MEMORY_SETTINGS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR")
@@ -36,11 +37,17 @@ def share_accelerator_between_jobs(launcher_cfg: DictConfig) -> None:
 
 
 class SweepOutcome(Callback):
-    """Counts a finished sweep's runs that did not complete, from their summary.json files, so that
-    `cnnexp train -m` exits non-zero whichever launcher ran them (joblib's and Slurm's jobs run in
-    other processes, where an exit status would be lost)."""
+    """Records a new sweep's overrides in its folder (so `resume=<sweep folder>` can run it again),
+    and counts a finished sweep's runs that did not complete, from their summary.json files, so
+    that `cnnexp train -m` exits non-zero whichever launcher ran them (joblib's and Slurm's jobs
+    run in other processes, where an exit status would be lost)."""
 
     unfinished = 0  # read by the CLI once Hydra returns
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.get("resume"):  # a continuation keeps the record it continues
+            overrides = config.hydra.overrides
+            record_sweep(Path(config.hydra.sweep.dir), list(overrides.task), list(overrides.hydra))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)

@@ -10,9 +10,12 @@ completed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -27,11 +30,13 @@ from cnnexp.app.compose import CONFIG_MODULE, compose_config, override_key
 from cnnexp.app.extensions import register_hydra_extensions
 from cnnexp.app.launchers import SweepOutcome, share_accelerator_between_jobs
 from cnnexp.config import validate_config
-from cnnexp.errors import TrainingInterrupted, UserError, report_error
+from cnnexp.errors import RunFolderWriteError, TrainingDiverged, TrainingInterrupted, UserError, report_error
 from cnnexp.runs.fingerprint import config_fingerprint
-from cnnexp.runs.layout import CHECKPOINTS_DIR, OVERRIDES_FILE, is_resumable
+from cnnexp.runs.layout import CHECKPOINTS_DIR, LAST_CHECKPOINT, OVERRIDES_FILE, SWEEP_FILE, is_resumable
+from cnnexp.runs.lock import RunLock, check_not_in_use
 from cnnexp.runs.naming import find_latest_run, run_dir_for, shared_sweep_name
-from cnnexp.runs.summary import objective_direction, record_early_failure
+from cnnexp.runs.summary import objective_direction, read_summary, record_early_failure
+from cnnexp.app.sweeps import JobPlan, continuation_overrides, in_requeueable_job, plan_job
 from cnnexp.training.distributed import (
     agree_on,
     any_process,
@@ -40,6 +45,7 @@ from cnnexp.training.distributed import (
     is_main_process,
     quiet_other_processes,
 )
+from cnnexp.training.interrupts import hand_on
 
 log = logging.getLogger("cnnexp")
 
@@ -61,8 +67,11 @@ def resolve_resume(overrides: list[str]) -> tuple[list[str], DictConfig]:
         log.info("resume=latest: %s", run_dir)
     else:
         run_dir = Path(cfg.resume)
+    if (run_dir / SWEEP_FILE).is_file():
+        raise UserError(f"resume={cfg.resume} is a sweep folder: continue the sweep with cnnexp train -m resume={run_dir}")
     if not is_resumable(run_dir):
         raise UserError(f"resume={cfg.resume}: not a run folder with {CHECKPOINTS_DIR}/ and {OVERRIDES_FILE}")
+    check_not_in_use(run_dir)
     given = {override_key(o): o for o in overrides if override_key(o) != "resume"}
     merged = {override_key(o): o for o in OmegaConf.load(run_dir / OVERRIDES_FILE)
               if override_key(o) != "resume" and not override_key(o).startswith(LAUNCH_KEYS)}
@@ -123,6 +132,54 @@ def check_sweep_processes(args: list[str]) -> None:
                         "once, outside srun, with hydra/launcher=slurm_multinode (each job a run of several tasks)")
 
 
+def continue_sweep(args: list[str]) -> list[str]:
+    """`-m resume=<sweep folder>`: the sweep's own command line again, in its folder."""
+    resumed = [a for a in args if override_key(a) == "resume"]
+    if not resumed:
+        return args
+    sweep_dir = Path(resumed[-1].split("=", 1)[1].strip("'\""))
+    if sweep_dir.name in ("", "latest") or not sweep_dir.is_dir():
+        raise UserError(f"{resumed[-1]}: with -m, resume= takes the folder of the sweep to continue "
+                        f"(outputs/multirun/<name>)")
+    flags = [a for a in args if a.startswith("-")]
+    return [*flags, *continuation_overrides(sweep_dir, [a for a in args if not a.startswith("-")])]
+
+
+def plan_sweep_job(cfg: DictConfig, run_dir: Path) -> float | None:
+    """A sweep's job whose folder already holds a run (the sweep is being continued, or submitit
+    restarted the job): None to train, after pointing `cfg.resume` at the run if it continues it;
+    the kept run's objective if the job keeps what is there."""
+    if cfg.resume and Path(cfg.resume).resolve() != run_dir.parent.resolve():
+        raise UserError(f"resume={cfg.resume} with -m continues the sweep in that folder; this job's sweep "
+                        f"folder is {run_dir.parent}")
+    plan = plan_job(run_dir, config_fingerprint(cfg), continuing=bool(cfg.resume) or in_requeueable_job(),
+                    rerun_failed=cfg.resume_failed)
+    if plan is JobPlan.KEEP:
+        summary = read_summary(run_dir) or {}
+        log.info("%s: keeping its %s run", run_dir, summary.get("status"))
+        objective = summary.get(cfg.objective)
+        return math.nan if objective is None else float(objective)
+    cfg.resume = str(run_dir) if plan is JobPlan.RESUME else None
+    return None
+
+
+def discard_untrained_run(run_dir: Path) -> None:
+    """A new run refused for input found wrong only once its data or model existed (a dataset that
+    cannot be downloaded, a batch larger than the split): nothing was trained, so its folder goes,
+    as for input refused before Hydra made it."""
+    last = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
+    if not (last.is_dir() and any(step.name.isdigit() for step in last.iterdir())):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def continue_command(run_dir: Path, multirun: bool) -> str:
+    """The command that continues a stopped run, or the sweep it is a job of."""
+    if multirun:
+        return f"cnnexp train -m resume={run_dir.parent}"
+    every_process = f" (in each of the {jax.process_count()} processes)" if jax.process_count() > 1 else ""
+    return f"cnnexp train resume={run_dir}{every_process}"
+
+
 def run(args: list[str]) -> int:
     """The command: exit status 0 when every run completed, else the worst job's status."""
     register_hydra_extensions()
@@ -131,6 +188,7 @@ def run(args: list[str]) -> int:
     if validated:
         args = share_run_folder(*resolve_resume(args))
     elif "-m" in flags or "--multirun" in flags:
+        args = continue_sweep(args)
         check_sweep_objective(args)
         check_sweep_processes(args)
     exit_status = 0
@@ -148,24 +206,34 @@ def run(args: list[str]) -> int:
         if multirun:
             share_accelerator_between_jobs(hydra_cfg.launcher)
         try:
-            if multirun and cfg.resume:
-                raise UserError("resume= continues one run; it cannot be combined with -m")
             if not validated:
                 validate_config(cfg)
                 join_processes(cfg)  # a sweep's job that is a Slurm step of several tasks (plain runs joined before)
+            if multirun and (kept := plan_sweep_job(cfg, run_dir)) is not None:
+                return kept
             quiet_other_processes()
-            summary = train(cfg, run_dir, config_fingerprint(cfg))
+            with RunLock(run_dir) if is_main_process() else contextlib.nullcontext():
+                summary = train(cfg, run_dir, config_fingerprint(cfg))
             return float(summary[cfg.objective])
         except TrainingInterrupted as stop:
             if is_main_process():
-                every_process = f" (in each of the {jax.process_count()} processes)" if jax.process_count() > 1 else ""
-                print(f"cnnexp: {stop}; checkpoint saved. Continue with: cnnexp train resume={run_dir}{every_process}",
+                print(f"cnnexp: {stop}; checkpoint saved. Continue with: {continue_command(run_dir, multirun)}",
                       file=sys.stderr)
+            if stop.signal_name is not None and hand_on(signal.Signals[stop.signal_name]):
+                log.info("handed %s on (submitit requeues the job, which then continues the run)", stop.signal_name)
             exit_status = stop.exit_code
-            sys.exit(exit_status)  # stops a sweep too: Ctrl-C means stop
+            sys.exit(exit_status)  # stops a sweep too: a stop signal means stop
+        except RunFolderWriteError as error:  # a full disk: stopped, the last complete checkpoint kept
+            exit_status = max(exit_status, report_error(RunFolderWriteError(
+                error.path, f"{error.cause}; the last complete checkpoint is kept, continue with: "
+                            f"{continue_command(run_dir, multirun)}")))
+            if not multirun:
+                sys.exit(exit_status)
         except UserError as error:
             exit_status = max(exit_status, report_error(error))
             if not multirun:
+                if not cfg.resume and not isinstance(error, TrainingDiverged) and is_main_process():
+                    discard_untrained_run(run_dir)
                 sys.exit(exit_status)
             log.error("run %s failed: %s", run_dir, error)
             record_early_failure(run_dir, cfg, error)

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from cnnexp.checks import check_values, is_number
-from cnnexp.errors import UserError
+from cnnexp.errors import RunFolderWriteError, UserError
 
 # none: pixels in [0, 1]; center: minus the per-channel mean; standardize: per-channel mean 0 and
 # std 1; pca: decorrelated principal components; zca: whitened images that still look like images.
@@ -125,8 +125,12 @@ def save_preprocessing(target: Path, prep: Preprocessing) -> None:
     arrays = {"kind": np.array(prep.kind), "mean": prep.mean, "std": prep.std}
     if prep.matrix is not None:
         arrays["matrix"] = prep.matrix
-    np.savez(temporary, **arrays)
-    os.replace(temporary, target)
+    try:
+        np.savez(temporary, **arrays)
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise RunFolderWriteError(target, error) from error
 
 
 def load_preprocessing(path: Path) -> Preprocessing | None:

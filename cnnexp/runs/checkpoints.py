@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cnnexp.errors import UserError
+from cnnexp.errors import RunFolderWriteError, UserError
 from cnnexp.models.param_paths import dotted_path
 from cnnexp.runs.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT
 
@@ -48,10 +48,13 @@ class RunCheckpoints:
         for manager in managers:
             if manager.latest_step() == step:
                 continue  # already saved at this step (e.g. interrupted right after an epoch)
-            manager.save(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            )
+            try:
+                manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                )
+            except Exception as error:  # an earlier background write's failure surfaces here too
+                raise RunFolderWriteError(Path(manager.directory) / str(step), error) from error
 
     def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
         """The newest saved state (shaped like `abstract_state`) and its metadata, or None if
@@ -75,9 +78,13 @@ class RunCheckpoints:
         return restored.state, dict(restored.meta)
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are on disk."""
-        self.last.wait_until_finished()
-        self.best.wait_until_finished()
+        """Block until pending asynchronous saves are on disk. A save that failed (a full disk)
+        leaves only Orbax's temporary folder, which is never restored, and raises here."""
+        for manager in (self.last, self.best):
+            try:
+                manager.wait_until_finished()
+            except Exception as error:  # Orbax re-raises the background write's error
+                raise RunFolderWriteError(manager.directory, error) from error
 
     def close(self) -> None:
         self.last.close()

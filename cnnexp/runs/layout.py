@@ -4,12 +4,17 @@
       .hydra/config.yaml       the composed config (written by Hydra)
       .hydra/overrides.yaml    the command-line overrides it was composed from (Hydra)
       summary.json             how the run went, rewritten atomically as it goes (runs.summary)
+      .lock                    held by the one process training into the folder (runs.lock)
       metrics.jsonl            one JSON line per log point and epoch (runs.metrics)
       tensorboard/             the same metrics for TensorBoard
       preprocessing.npz        the input transform fitted on the training split
       checkpoints/last, best   Orbax checkpoints (runs.checkpoints)
       evaluate/                `cnnexp evaluate`: evaluation.json, invariance.json, invariance.png
       visualize/               `cnnexp visualize`: figures and index.html
+
+    <sweep>/
+      sweep.yaml               the overrides the sweep was started with (app.sweeps)
+      0/, 1/, ...              one run folder per job
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ HYDRA_DIR = ".hydra"
 CONFIG_FILE = Path(HYDRA_DIR) / "config.yaml"
 OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+SWEEP_FILE = "sweep.yaml"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 PREPROCESSING_FILE = "preprocessing.npz"

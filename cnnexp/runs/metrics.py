@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cnnexp.errors import RunFolderWriteError
 from cnnexp.runs.layout import METRICS_FILE, TENSORBOARD_DIR
 
 _SCALARS = ("loss", "accuracy", "lr", "images_per_s")
@@ -40,14 +41,20 @@ class MetricsLog:
         self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise RunFolderWriteError(self.path, error) from error
         for name in _SCALARS:
             value = record.get(name)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._tensorboard.add_scalar(f"{record['split']}/{name}", value, record["step"])
 
     def close(self) -> None:
-        self._file.close()
         self._tensorboard.close()
+        try:
+            self._file.close()
+        except OSError as error:  # the last buffered line could not be written
+            raise RunFolderWriteError(self.path, error) from error
 

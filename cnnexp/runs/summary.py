@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp import kernels
-from cnnexp.errors import UserError
+from cnnexp.errors import RunFolderWriteError, UserError
 from cnnexp.runs.layout import SUMMARY_FILE
 
 # What `objective=` may name: summary.json values the train task returns to Hydra's sweepers,
@@ -37,11 +37,15 @@ def read_summary(run_dir: Path) -> dict | None:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json via a temporary file, so a kill never leaves half a file."""
+    """Write summary.json via a temporary file, so a kill or a full disk never leaves half a file."""
     target = run_dir / SUMMARY_FILE
     temporary = target.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise RunFolderWriteError(target, error) from error
 
 
 def record_early_failure(run_dir: Path, cfg: DictConfig, error: BaseException) -> None:

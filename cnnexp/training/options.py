@@ -6,12 +6,21 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.checks import check_choice, check_values, integer_at_least, is_integer, is_number
+from cnnexp.checks import check_choice, check_values, integer_at_least, is_finite, is_integer, is_number, seed_at
 from cnnexp.errors import UserError
 from cnnexp.training.distributed import distributed_spec
 from cnnexp.training.losses import LOSSES
 from cnnexp.training.optim import OPTIMIZERS, REST_GROUP, SCHEDULES
 from cnnexp.training.steps import COMPUTE_DTYPES
+
+
+# The options only some schedules have: (key, is valid, what a valid value is).
+SCHEDULE_CHECKS = [
+    ("final_lr_fraction", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("gamma", lambda v: is_finite(v) and v >= 0, "a finite number >= 0"),
+    ("milestones", lambda v: OmegaConf.is_list(v) and all(is_number(m) and 0 <= m <= 1 for m in v),
+     "a list of fractions of the run in [0, 1], e.g. [0.5,0.75]"),
+]
 
 
 def validate_training_options(cfg: DictConfig) -> None:
@@ -26,16 +35,28 @@ def validate_training_options(cfg: DictConfig) -> None:
         integer_at_least("trainer.eval_batch_size", trainer.eval_batch_size, 1),
         integer_at_least("trainer.log_every_steps", trainer.log_every_steps, 1),
         integer_at_least("trainer.checkpoint_keep", trainer.checkpoint_keep, 1),
-        ("optim.lr", cfg.optim.lr, lambda v: is_number(v) and v >= 0, "a number >= 0"),
-        ("optim.weight_decay", cfg.optim.get("weight_decay", 0.0), lambda v: is_number(v) and v >= 0, "a number >= 0"),
-        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        ("trainer.checkpoint_every_minutes", trainer.get("checkpoint_every_minutes"),
+         lambda v: v is None or (is_number(v) and v > 0), "null (at epoch ends only) or a number of minutes > 0"),
+        ("resume_failed", cfg.get("resume_failed", False), lambda v: isinstance(v, bool), "true or false"),
+        ("optim.lr", cfg.optim.lr, lambda v: is_finite(v) and v >= 0, "a finite number >= 0"),
+        ("optim.weight_decay", cfg.optim.get("weight_decay", 0.0), lambda v: is_finite(v) and v >= 0,
+         "a finite number >= 0"),
+        # Adam's moment decays and SGD's momentum: 1 or more never forgets, and diverges.
+        *[(f"optim.{key}", cfg.optim[key], lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+          for key in ("b1", "b2", "momentum") if key in cfg.optim],
+        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, lambda v: is_finite(v) and v >= 0,
+         "a finite number >= 0"),
+        *[(f"schedule.{key}", cfg.schedule[key], ok, expected) for key, ok, expected in SCHEDULE_CHECKS
+          if key in cfg.schedule],
         ("loss.label_smoothing", cfg.loss.label_smoothing, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-        integer_at_least("seed", cfg.seed, 0),
+        seed_at("seed", cfg.seed),
         ("trainer.precision", trainer.get("precision", "float32"), lambda v: v in COMPUTE_DTYPES,
          f"one of {', '.join(sorted(COMPUTE_DTYPES))}"),
         ("trainer.ema_decay", trainer.get("ema_decay"), lambda v: v is None or (is_number(v) and 0 < v < 1),
          "null (off) or a number strictly between 0 and 1"),
-        ("trainer.tta_flip", trainer.get("tta_flip", False), lambda v: isinstance(v, bool), "true or false"),
+        *[(f"trainer.{key}", trainer.get(key, False), lambda v: isinstance(v, bool), "true or false")
+          for key in ("tta_flip", "progress", "eval_test_every_epoch")],
+        ("init_from_strict", cfg.get("init_from_strict", True), lambda v: isinstance(v, bool), "true or false"),
         ("trainer.devices", trainer.get("devices", "all"), lambda v: v == "all" or (is_integer(v) and v >= 1),
          "all or an integer >= 1"),
     ])

@@ -9,7 +9,6 @@ summary.json says at every moment how far the run got.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -24,7 +23,7 @@ from cnnexp.console import print_summary, training_progress
 from cnnexp.data import load_dataset
 from cnnexp.data.preprocess import Preprocessing, load_preprocessing, save_preprocessing
 from cnnexp.data.stream import stream_workers
-from cnnexp.errors import TrainingDiverged, TrainingInterrupted, UserError
+from cnnexp.errors import RunFolderWriteError, TrainingDiverged, TrainingInterrupted, UserError
 from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.runs.metrics import MetricsLog
@@ -33,6 +32,7 @@ from cnnexp.training.builder import build_experiment, fit_to_training_data
 from cnnexp.training.distributed import any_process, host_value, is_main_process
 from cnnexp.training.feeds import MemoryEval, MemoryFeed, StreamEval, StreamFeed
 from cnnexp.training.init_from import initialize_from, resolve_source
+from cnnexp.training.interrupts import CheckpointClock, StopRequests
 from cnnexp.training.optim import REST_GROUP
 from cnnexp.training.parallel import trainer_parallel
 from cnnexp.training.steps import evaluated_params
@@ -46,37 +46,6 @@ def enable_compilation_cache(directory: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
-class _InterruptFlag:
-    """Turns the first Ctrl-C into a request the loop honours at the next step; a second one
-    interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        self._single_process = jax.process_count() == 1  # asked once: stop_now runs every step
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):  # noqa: ARG002 (signal handler signature)
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("interrupt requested: saving a checkpoint (Ctrl-C again to abort at once)")
-
-    def stop_now(self, at_sync_point: bool) -> bool:
-        """Whether the loop stops after this step. One process stops at the next step; several stop
-        together (each saves its part of the checkpoint) at the next point where they sync anyway,
-        a log point or an epoch's end, if Ctrl-C reached any of them."""
-        if self._single_process:
-            return self.requested
-        return at_sync_point and any_process(self.requested)
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
 
 
 class Trainer:
@@ -276,18 +245,21 @@ class Trainer:
 
     def fail(self, error: BaseException) -> None:
         """Record in summary.json why the run stopped."""
-        interrupted = isinstance(error, TrainingInterrupted)
-        self.summary.update(status="interrupted" if interrupted else "failed",
-                            error=str(error) if interrupted else f"{type(error).__name__}: {error}")
+        if isinstance(error, TrainingInterrupted):
+            self.summary.update(status="interrupted", error=str(error), signal=error.signal_name)
+        else:
+            self.summary.update(status="failed", error=f"{type(error).__name__}: {error}")
 
     def fit(self) -> dict[str, Any]:
-        """Train to the last epoch (or until interrupted), evaluate the test split, summarize."""
+        """Train to the last epoch (or until stopped), evaluate the test split, summarize."""
         cfg, trainer = self.cfg, self.cfg.trainer
         first_step = int(self.meta["step"])
         metrics = MetricsLog(self.run_dir, resume_step=first_step if cfg.resume else None) if self.writes_files else None
-        trained_images, train_time = 0, 0.0
+        self.trained_images, self.train_time = 0, 0.0
+        processes = jax.process_count()
+        clock = CheckpointClock(trainer.checkpoint_every_minutes, processes)
         try:
-            with _InterruptFlag() as interrupt, training_progress(
+            with StopRequests(processes) as stop_requests, training_progress(
                 self.total_steps, first_step, trainer.progress and self.writes_files
             ) as progress:
                 for epoch in range(first_step // self.steps_per_epoch, trainer.epochs):
@@ -305,8 +277,9 @@ class Trainer:
                         progress.update(progress.task_ids[0], advance=1)
                         epoch_end = batch + 1 == self.steps_per_epoch
                         logging_now = (batch + 1) % trainer.log_every_steps == 0 and not epoch_end
-                        stopping = interrupt.stop_now(at_sync_point=logging_now or epoch_end)
-                        if logging_now or stopping or epoch_end:
+                        stopping = stop_requests.stop_now(at_sync_point=logging_now or epoch_end)
+                        saving = not epoch_end and (stopping or clock.due(at_sync_point=logging_now))
+                        if logging_now or saving or epoch_end:
                             self.state = self.train_step.state(leaves)
                         if logging_now:
                             sums = np.asarray(host_value(self.state.epoch_sums), np.float64)
@@ -318,34 +291,63 @@ class Trainer:
                             progress.update(progress.task_ids[0], description=f"epoch {epoch + 1}/{trainer.epochs}",
                                             status=f"loss {loss_sum / count:.3f} acc {100 * correct / count:.1f}%")
                             window, window_time = sums, now
-                        if stopping and not epoch_end:
+                        if saving:
                             self._check_finite()
                             self._save(epoch, best=False, window_sums=window.tolist())
-                            raise TrainingInterrupted(f"interrupted at step {step}")
+                            clock.restart()
+                        if stopping and not epoch_end:
+                            raise self._stopped(stop_requests, f"at step {step}")
                     epoch_images = (self.steps_per_epoch - first_batch) * self.batch_size
-                    train_time += self._end_epoch(metrics, epoch, epoch_start_time, epoch_images)
-                    trained_images += epoch_images
+                    self.train_time += self._end_epoch(metrics, epoch, epoch_start_time, epoch_images)
+                    self.trained_images += epoch_images
+                    clock.restart()
                     if stopping and epoch + 1 < trainer.epochs:
-                        raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}")
+                        raise self._stopped(stop_requests, f"after epoch {epoch + 1}")
             test_loss, test_accuracy = self.evaluate("test")
             self._record(metrics, "epoch", "test", trainer.epochs, self.total_steps, test_loss, test_accuracy)
             self.summary.update(status="completed", test_accuracy=test_accuracy, test_loss=test_loss)
         except BaseException as error:
             self.fail(error)
+            closing_failure = self._close(metrics)
+            if closing_failure is not None and isinstance(error, TrainingInterrupted):
+                raise closing_failure from error  # the checkpoint it stopped for was not saved
             raise
-        finally:
-            self.checkpoints.wait()
-            self.checkpoints.close()
-            if metrics is not None:
-                metrics.close()
-            self.summary.update(
-                wall_time_s=self._elapsed(),
-                train_time_s=train_time,
-                train_images_per_s=trained_images / train_time if train_time > 0 else None,
-                finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            )
-            self.write_summary()
+        if (closing_failure := self._close(metrics)) is not None:
+            raise closing_failure
         return self.summary
+
+    @staticmethod
+    def _stopped(stop_requests: StopRequests, where: str) -> TrainingInterrupted:
+        received = stop_requests.received
+        if received is None:  # only another process of the run was signalled
+            return TrainingInterrupted(f"stopped {where} with the other processes of the run")
+        return TrainingInterrupted(f"interrupted by {received.name} {where}", received.name, int(received))
+
+    def _close(self, metrics: MetricsLog | None) -> Exception | None:
+        """Finish the checkpoint writes still under way, close the logs and write the final summary.
+        Never raises, so that the error that stopped a run is the one reported: returns the first
+        thing that failed (a background checkpoint write, say), which also fails the run."""
+        failures = []
+        for finish in (self.checkpoints.wait, self.checkpoints.close, *([metrics.close] if metrics else [])):
+            try:
+                finish()
+            except Exception as error:  # noqa: BLE001 (each is reported below or raised by the caller)
+                failures.append(error)
+        if failures and self.summary["status"] != "failed":
+            self.fail(failures[0])
+        self.summary.update(
+            wall_time_s=self._elapsed(),
+            train_time_s=self.train_time,
+            train_images_per_s=self.trained_images / self.train_time if self.train_time > 0 else None,
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        try:
+            self.write_summary()
+        except RunFolderWriteError as error:
+            failures.append(error)
+        for later in failures[1:]:
+            log.warning("also: %s", later)
+        return failures[0] if failures else None
 
     def _end_epoch(self, metrics: MetricsLog, epoch: int, epoch_start_time: float, images: int) -> float:
         """Epoch metrics, validation, checkpoint, summary: the once-per-epoch bookkeeping.

@@ -5,32 +5,48 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from helpers.commands import cnnexp_executable, read_summary
 
 
-def signal_during_second_epoch(env: dict[str, str], cwd: Path, signum: int,
-                               overrides: list[str]) -> tuple[Path, subprocess.Popen]:
-    """Start `cnnexp train *overrides` in `cwd`; once it has checkpointed epoch 1 and logged a step of
-    epoch 2 (so steps of epoch 2 are still to come: `trainer.log_every_steps` must be less than an
-    epoch's steps), send it `signum`. Watching the log, not the clock, keeps the signal inside the
-    run however fast the machine trains."""
+def start_train(env: dict[str, str], cwd: Path, overrides: list[str], *flags: str) -> subprocess.Popen:
+    """`cnnexp train *flags *overrides` started in `cwd`, its output piped."""
     cwd.mkdir(exist_ok=True)
-    process = subprocess.Popen(
-        [cnnexp_executable(), "train", *overrides], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
+    return subprocess.Popen([cnnexp_executable(), "train", *flags, *overrides], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(process: subprocess.Popen, find_run: Callable[[], Path | None], ready: Callable[[Path], bool],
+             timeout: float = 120) -> Path:
+    """Wait until the run folder `find_run()` returns is `ready`, while `process` still runs; that folder.
+    Watching the run's files, not the clock, keeps a test's signal inside the run however fast the
+    machine trains."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        run, _ = live_run(cwd)
-        if run and checkpoint_steps(run) and any(r.get("kind") == "step" and r.get("epoch") == 2
-                                                 for r in logged_records(run)):
-            process.send_signal(signum)
-            return run, process
+        run = find_run()
+        if run is not None and ready(run):
+            return run
         time.sleep(0.02)
-    raise AssertionError("the run did not log a step of its second epoch in time")
+    raise AssertionError("the run did not get there in time")
+
+
+def in_second_epoch(run: Path) -> bool:
+    """Epoch 1 is checkpointed and a step of epoch 2 logged (so steps of epoch 2 are still to come:
+    `trainer.log_every_steps` must be less than an epoch's steps)."""
+    return bool(checkpoint_steps(run)) and any(r.get("kind") == "step" and r.get("epoch") == 2
+                                               for r in logged_records(run))
+
+
+def signal_during_second_epoch(env: dict[str, str], cwd: Path, signum: int,
+                               overrides: list[str]) -> tuple[Path, subprocess.Popen]:
+    """Start `cnnexp train *overrides` in `cwd`; once it is `in_second_epoch`, send it `signum`."""
+    process = start_train(env, cwd, overrides)
+    run = wait_for(process, lambda: live_run(cwd)[0], in_second_epoch)
+    process.send_signal(signum)
+    return run, process
 
 
 def logged_records(run: Path) -> list[dict]:
