@@ -313,7 +313,7 @@ def test_two_processes_stop_together_resume_and_train_like_one_process_with_two_
     summary = read_summary(run)
     assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 1, summary
     assert f"Continue with: cnnexp train resume={run} (in each of the 2 processes)" in output_0
-    assert "Continue with" not in output_1 and "process 1: interrupt requested" in output_1
+    assert "Continue with" not in output_1 and "process 1: SIGINT received" in output_1
 
     resumed = finish(start(root, shared_env, [f"resume={run}"], explicit_keys(free_port())))
     assert [status for status, _ in resumed] == [0, 0], [output[-3000:] for _, output in resumed]
