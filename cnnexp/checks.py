@@ -6,7 +6,9 @@ checks lets a boolean pass for a number, so `trainer.epochs=true` is refused, no
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from cnnexp.errors import UserError
 
@@ -19,6 +21,11 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def is_finite(value: object) -> bool:
+    """A number that is neither infinite nor NaN (`optim.lr=inf` trains nothing but NaNs)."""
+    return is_number(value) and math.isfinite(value)
+
+
 def is_integer(value: object) -> bool:
     """An int from the config, not a boolean."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -27,6 +34,30 @@ def is_integer(value: object) -> bool:
 def is_positive_int(value: object) -> bool:
     """An integer > 0, not a boolean."""
     return is_integer(value) and value > 0
+
+
+def can_be_folder(value: object) -> bool:
+    """A path string that is a folder, or could become one: its nearest existing ancestor is a
+    folder (`notes.txt`, `notes.txt/runs` and `/dev/null/x` are refused). Nothing is created."""
+    if not isinstance(value, str):
+        return False
+    try:
+        path = Path(value).expanduser().absolute()
+        while not path.exists():
+            path = path.parent
+        return path.is_dir()
+    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, `~nobody`
+        return False
+
+
+def folder_at(key: str, value: object) -> Check:
+    """The check "`key` is a folder that exists or can be created" (nothing is created)."""
+    return key, value, can_be_folder, "a folder that exists or can be created (not a file, nor inside one)"
+
+
+def seed_at(key: str, value: object) -> Check:
+    """The check "`key` is a random seed": JAX takes a 64-bit one."""
+    return key, value, lambda v: is_integer(v) and 0 <= v < 2**63, "an integer >= 0 and < 2^63"
 
 
 def integer_at_least(key: str, value: object, minimum: int) -> Check:
