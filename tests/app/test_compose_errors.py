@@ -22,7 +22,7 @@ def _extensions():
     ("trainer.log_every_steps=true", "invalid trainer.log_every_steps=True"),
     ("seed=true", "invalid seed=True: must be an integer >= 0"),
     ("trainer.devices=true", "invalid trainer.devices=True"),
-    ("optim.lr=true", "invalid optim.lr=True: must be a number >= 0"),
+    ("optim.lr=true", "invalid optim.lr=True: must be a finite number >= 0"),
     ("data.augment.translate=true", "invalid data.augment.translate=True"),
 ])
 def test_booleans_are_not_numbers(override, message):
