@@ -23,8 +23,11 @@ def report_background_errors_briefly() -> None:
         seen.add(key)
         frames = traceback.extract_tb(tb) if tb is not None else []
         where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-        print(f"cnnexp: warning: {kind} failed: {key[0]}: {str(error).splitlines()[0] if str(error) else ''}{where}",
-              file=sys.stderr)
+        try:
+            print(f"cnnexp: warning: {kind} failed: {key[0]}: {str(error).splitlines()[0] if str(error) else ''}"
+                  f"{where}", file=sys.stderr)
+        except (OSError, ValueError):  # stderr itself is gone (closed at exit): nowhere left to say it
+            pass
 
     sys.unraisablehook = lambda unraisable: brief("a background task", unraisable.exc_value, unraisable.exc_traceback)
     threading.excepthook = lambda args: brief(f"thread {args.thread.name if args.thread else '?'}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from cnnexp.checks import check_values, folder_at
 from cnnexp.data import validate_data_options
 from cnnexp.runs.summary import objective_direction
 from cnnexp.training.options import validate_training_options
@@ -16,3 +17,6 @@ def validate_config(cfg: DictConfig) -> None:
     validate_training_options(cfg)
     validate_data_options(cfg.data)
     objective_direction(cfg.objective)
+    # Before Hydra creates the run folder below them: a file where a folder must go is one line here.
+    folders = ("output_dir", "runs_dir", "data_dir", "jax_cache_dir")
+    check_values([folder_at(f"paths.{key}", cfg.paths[key]) for key in folders])

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cnnexp.app.extensions import register_hydra_extensions
 from cnnexp.errors import UserError, report_error
@@ -25,18 +26,25 @@ def override_key(override: str) -> str:
 
 def compose_config(config_name: str, overrides: list[str],
                    validate: Callable[[DictConfig], None] | None = None) -> DictConfig:
-    """`conf/<config_name>.yaml` composed with `overrides` (Hydra's own keys left to Hydra), checked
-    by `validate`. Hydra's and OmegaConf's messages become UserErrors."""
+    """`conf/<config_name>.yaml` composed with `overrides` and checked by `validate`. Hydra's own
+    keys (`hydra.*`, `hydra/<group>=`) are composed too, so that a wrong one is refused here rather
+    than by Hydra's app (exit 1), but left out of the result. Hydra's and OmegaConf's messages
+    become UserErrors."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name, overrides=job_overrides)
+            _check_group_choices(overrides)
+            try:
+                cfg = compose(config_name, overrides=overrides)
+            except ValueError as error:  # OmegaConf's answer to `scales.x=0`
+                raise _list_index_error(error, config_name, overrides) from None
+        # Every interpolation a user typed (`model.activation=${oops}`) resolves now, not halfway
+        # through the command.
+        OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
-        raise _composition_error(error, config_name, job_overrides) from None
+        raise _composition_error(error, config_name, overrides) from None
     if validate is not None:
         try:
             validate(cfg)
@@ -46,7 +54,47 @@ def compose_config(config_name: str, overrides: list[str],
 
 
 def _one_line(error: Exception) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    """Hydra's or OmegaConf's message in one line. OmegaConf's has its message on the first line and
+    then the key on lines of its own; Hydra's "Error merging override x=y" says why only in the
+    OmegaConf error behind it."""
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        return f"{error.full_key}: {str(error).splitlines()[0]}"
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    cause = error.__cause__
+    return f"{text}: {str(cause).splitlines()[0]}" if isinstance(cause, OmegaConfBaseException) else text
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Refuse a config group given something other than an option's name (`model=1`, `model=null`,
+    `model=[1]`, `model={a: 1}`, `~model=[]`), which Hydra answers with a bare ValueError or
+    TypeError. Runs inside Hydra's initialized context, whose config loader knows the groups."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(overrides):
+        value = override.value()
+        names = isinstance(value, list) and all(isinstance(v, str) for v in value)  # Hydra's multi-select
+        if isinstance(value, str) or (value is None if override.is_delete() else names):
+            continue
+        if options := loader.get_group_options(override.key_or_group):
+            text = override.get_value_element_as_str()
+            raise _unknown_name(f"{override.key_or_group}={text}", text, options)
+
+
+def _list_index_error(error: ValueError, config_name: str, overrides: list[str]) -> UserError:
+    """An override that indexes a list by a name (`scales.x=0`), which OmegaConf answers with a bare
+    ValueError; any other ValueError is not the user's and is raised."""
+    from hydra import compose
+
+    structure = compose(config_name, overrides=[o for o in overrides if "." not in override_key(o)])
+    for override in overrides:
+        *parents, leaf = override_key(override).split(".")
+        if parents and OmegaConf.is_list(OmegaConf.select(structure, ".".join(parents))) and not leaf.isdigit():
+            where = ".".join(parents)
+            return UserError(f"invalid {override}: {where} is a list; give all of it ({where}=[...]) "
+                             f"or one item by its index ({where}.0=...)")
+    raise error
 
 
 def _composition_error(error: Exception, config_name: str, overrides: list[str]) -> UserError:

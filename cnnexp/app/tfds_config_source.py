@@ -15,9 +15,11 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
+from cnnexp.data import TFDS_NAME
+
 SCHEME = "cnnexp-tfds"
 SEARCH_PATH = f"{SCHEME}://data"
-_DATA_CONFIG = re.compile(r"^data/([A-Za-z0-9_.\-:]+?)(\.yaml)?$")
+_DATA_CONFIG = re.compile(r"^data/([^/]+?)(\.yaml)?$")  # a `/` would make a Hydra sub-group
 
 
 class TfdsDataConfigSource(ConfigSource):
@@ -26,10 +28,10 @@ class TfdsDataConfigSource(ConfigSource):
         return SCHEME
 
     def load_config(self, config_path: str) -> ConfigResult:
-        match = _DATA_CONFIG.match(config_path)
-        if match is None:
+        name = _dataset_name(config_path)
+        if name is None:
             raise ConfigLoadError(f"Config not found : {config_path}")
-        config = OmegaConf.create({"defaults": ["tfds", "_self_"], "name": match.group(1)})
+        config = OmegaConf.create({"defaults": ["tfds", "_self_"], "name": name})
         return ConfigResult(
             provider=self.provider, path=f"{SCHEME}://{self.path}", config=config,
             header=self._get_header_dict(""),
@@ -42,10 +44,16 @@ class TfdsDataConfigSource(ConfigSource):
         return False
 
     def is_config(self, config_path: str) -> bool:
-        return _DATA_CONFIG.match(config_path) is not None
+        return _dataset_name(config_path) is not None
 
     def list(self, config_path: str, results_filter: ObjectType | None) -> list[str]:
         return []
+
+
+def _dataset_name(config_path: str) -> str | None:
+    """The dataset `data/<name>` names, if TFDS could parse the name (else it is no choice at all)."""
+    match = _DATA_CONFIG.match(config_path)
+    return match.group(1) if match and TFDS_NAME.fullmatch(match.group(1)) else None
 
 
 def register() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnexp.checks import can_be_folder, check_choice, check_values, folder_at, integer_at_least
 from cnnexp.errors import UserError
 
 log = logging.getLogger("cnnexp.bench")
@@ -37,6 +38,8 @@ were measured side by side, interleaved, so they are steadier than the absolute 
 COLUMNS = ("model", "params", "batch", "precision", "train img/s", "step ms", "spread %", "compile s",
            "oneDNN %", "eval img/s", "peak MiB", "GFLOP/step", "GFLOP/s", "% peak", "matmul ms", "ref train img/s",
            "ref eval img/s", "train ratio", "eval ratio", "reference")
+PRESETS = ("auto", "cpu", "full")  # bench.presets: auto is cpu on a CPU, full on an accelerator
+REFERENCES = ("auto", "none", "torch")  # bench.reference
 # bench.stream=true: the training split read from disk by Grain (cnnexp.bench.stream_side).
 STREAM_COLUMNS = ("stream img/s", "streamed train img/s", "stream peak MiB", "stream")
 
@@ -61,14 +64,36 @@ class Row:
 
 
 def bench_options(overrides: list[str]) -> DictConfig:
-    """conf/bench.yaml with the `bench.` overrides; an unknown key is a one-line error."""
+    """conf/bench.yaml with the `bench.` overrides, checked; a wrong key or value is a one-line error."""
     options = OmegaConf.create((resources.files("cnnexp.conf") / "bench.yaml").read_text())
     OmegaConf.set_struct(options, True)
     given = [o.removeprefix("bench.") for o in overrides if o.startswith("bench.")]
     try:
-        return OmegaConf.merge(options, OmegaConf.from_dotlist(given))
+        options = OmegaConf.merge(options, OmegaConf.from_dotlist(given))
+        OmegaConf.resolve(options)  # `bench.steps=${oops}`: refused here, not when it is read
     except Exception as error:  # OmegaConf's messages name the key
         raise UserError(f"invalid bench option: {' '.join(str(error).split())}") from None
+    validate_bench_options(options)
+    return options
+
+
+def validate_bench_options(options: DictConfig) -> None:
+    """Every `bench.` value, before any model is compiled or anything is written."""
+    names = lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(isinstance(m, str) for m in v)  # noqa: E731
+    markdown_file = lambda v: v is None or (isinstance(v, str) and can_be_folder(str(Path(v).parent))  # noqa: E731
+                                            and not Path(v).is_dir())
+    check_values([
+        ("bench.models", options.models, names, "a non-empty list of model names"),
+        *[integer_at_least(f"bench.{key}", options[key], 1) for key in ("steps", "repeats", "eval_batches")],
+        integer_at_least("bench.warmup", options.warmup, 0),
+        *[(f"bench.{key}", options[key], lambda v: isinstance(v, bool), "true or false") for key in ("stream", "peak")],
+        ("bench.torch_compile", options.torch_compile, lambda v: isinstance(v, bool) or v == "auto",
+         "true, false or auto"),
+        ("bench.doc", options.doc, markdown_file, "null or the path of a Markdown file"),
+        folder_at("bench.output_dir", options.output_dir),
+    ])
+    check_choice("bench.presets", options.presets, PRESETS)
+    check_choice("bench.reference", options.reference, REFERENCES)
 
 
 def row_overrides(options: DictConfig, train_overrides: list[str], platform: str) -> list[list[str]]:
@@ -78,15 +103,11 @@ def row_overrides(options: DictConfig, train_overrides: list[str], platform: str
     if keys & {"model", "experiment"}:
         return [train_overrides]
     presets = options.presets if options.presets != "auto" else ("cpu" if platform == "cpu" else "full")
-    if presets not in ("cpu", "full"):
-        raise UserError(f"invalid bench.presets={presets!r}: choose cpu, full or auto")
     suffix = "_cpu" if presets == "cpu" else ""
     return [[f"experiment={model}_fashion_mnist{suffix}", *train_overrides] for model in options.models]
 
 
 def _wants_reference(options: DictConfig) -> bool:
-    if options.reference not in ("auto", "torch", "none"):
-        raise UserError(f"invalid bench.reference={options.reference!r}: choose torch, none or auto")
     if options.reference == "none":
         return False
     if importlib.util.find_spec("torch") is None:  # not imported here: the reference runs in its own process

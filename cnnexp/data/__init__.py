@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.checks import check_values, is_integer, is_number
+from cnnexp.checks import check_values, is_finite, is_integer, is_number
 from cnnexp.data.augment import validate_augment_options
 from cnnexp.data.dataset import ImageDataset, Split, build_dataset
 from cnnexp.data.digits import load_digits_splits
@@ -20,12 +21,15 @@ from cnnexp.data.records import RecordSplit
 from cnnexp.data.subsets import class_indices, label_fraction, select_classes
 from cnnexp.errors import UserError
 
-__all__ = ["ImageDataset", "Split", "dataset_signature", "load_dataset", "validate_data_options"]
+__all__ = ["TFDS_NAME", "ImageDataset", "Split", "dataset_signature", "load_dataset", "validate_data_options"]
 
 log = logging.getLogger("cnnexp.data")
 
 DIGITS_SIGNATURE = ((8, 8, 1), 10)  # scikit-learn's digits: 8x8 grey images of 0-9
 IMAGE_FOLDER = "image_folder"
+# The dataset names TFDS can parse (its `naming._NAME_REG`): [namespace:]name[/config][:x.y.z][/kwargs].
+TFDS_NAME = re.compile(r"(?:[\w\-]+:)?[A-Za-z]\w*"  # [namespace:]name
+                       r"(?:/[\w+\-.]+)?(?::(?:\d+|\*)(?:\.(?:\d+|\*)){2})?(?:/(?:\w+=[^,]+,?)+)?")
 # data.memory_limit_gb=null: this share of the machine's RAM may hold a decoded training split.
 DEFAULT_MEMORY_SHARE = 0.25
 
@@ -106,7 +110,11 @@ def load_dataset(data_cfg: DictConfig, seed: int, *, in_memory: bool | None = No
 def validate_data_options(data_cfg: DictConfig) -> None:
     """The `data` group's values, checked before anything is loaded (which classes exist, and
     whether the batch fits the split, only once the dataset is there)."""
-    if data_cfg.get("name") == IMAGE_FOLDER:
+    name = data_cfg.get("name")
+    if not (isinstance(name, str) and TFDS_NAME.fullmatch(name)):  # digits and image_folder are such names too
+        raise UserError(f"invalid data.name={name!r}: must be digits, image_folder or a TFDS dataset's name "
+                        f"(data=<name> chooses one)")
+    if name == IMAGE_FOLDER:
         from cnnexp.data.image_folder import validate_image_folder_options
 
         validate_image_folder_options(data_cfg)
@@ -117,7 +125,7 @@ def validate_data_options(data_cfg: DictConfig) -> None:
          "a number in (0, 1]"),
         ("data.in_memory", data_cfg.get("in_memory", "auto"), lambda v: v == "auto" or isinstance(v, bool),
          "auto, true or false"),
-        ("data.memory_limit_gb", data_cfg.get("memory_limit_gb"), lambda v: v is None or (is_number(v) and v > 0),
+        ("data.memory_limit_gb", data_cfg.get("memory_limit_gb"), lambda v: v is None or (is_finite(v) and v > 0),
          "a number of GB > 0, or null (a quarter of this machine's RAM)"),
         ("data.stream_workers", data_cfg.get("stream_workers", "auto"),
          lambda v: v == "auto" or (is_integer(v) and v >= 0),

@@ -128,8 +128,9 @@ class _Evaluator:
 
     def __init__(self, run: TrainedRun, batch_size: int):
         test = run.data.test
-        self.count, self.batch_size = len(test), batch_size
-        padded = test.padded(batch_size)
+        # A batch beyond the split would only be padding: `batch_size=10**9` allocated 60 GB of it.
+        self.count, self.batch_size = len(test), min(batch_size, len(test))
+        padded = test.padded(self.batch_size)
         self.images, self.labels = jax.device_put(padded.images), jax.device_put(padded.labels)
         self.graphdef, self.weights = nnx.split(run.model)
         self.normalize = run.normalize

@@ -145,6 +145,9 @@ def _rows_and_columns(counts: tuple[int, int]) -> str:
 
 def validate_summary_config(cfg: DictConfig) -> None:
     """Raise a UserError naming the first invalid summary setting."""
+    from cnnexp.data import validate_data_options
+
+    validate_data_options(cfg.data)  # `data.classes` and the image geometry make the signature
     if cfg.format not in FORMATS:
         raise UserError(f"invalid format={cfg.format!r}: must be one of {', '.join(FORMATS)}")
     shape = OmegaConf.to_object(cfg.input_shape) if OmegaConf.is_config(cfg.input_shape) else cfg.input_shape

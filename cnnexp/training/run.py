@@ -100,6 +100,7 @@ class Trainer:
         self.summary["preprocess"] = preprocessing.kind
 
         self.parallel = trainer_parallel(trainer)
+        self._cap_eval_batch(trainer)
         experiment = build_experiment(cfg, self.data.input_shape, self.data.num_classes,
                                       steps_per_epoch=self.steps_per_epoch,
                                       initialize=partial(self._initialize, preprocessing), parallel=self.parallel)
@@ -147,6 +148,16 @@ class Trainer:
             ).compile()
         self.summary["compile_time_s"] = time.perf_counter() - compile_start
         log.info("compiled train and eval steps in %.1f s", self.summary["compile_time_s"])
+
+    def _cap_eval_batch(self, trainer: DictConfig) -> None:
+        """An evaluation batch larger than every evaluated split only pads it (trainer.eval_batch_size
+        =10**8 asked for terabytes of padding): cap it at the largest split, rounded up to whole rows
+        per device. Evaluation sums over the real rows, so its results do not change."""
+        devices = 1 if self.parallel is None else self.parallel.device_count
+        largest = max(len(self.data.val), len(self.data.test))
+        capped = min(trainer.eval_batch_size, -(-largest // devices) * devices)
+        if capped < trainer.eval_batch_size:
+            trainer.eval_batch_size = self.eval_batch_size = capped
 
     def _make_feeds(self) -> None:
         """The training feed and the evaluation splits' feeds: on the device, or streamed."""

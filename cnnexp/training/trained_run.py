@@ -42,7 +42,7 @@ def validate_run_choice(cfg: DictConfig, command: str) -> None:
     """The `run=` and `checkpoint=` of a command that looks at a trained run, checked before loading."""
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError(f"say which run: cnnexp {command} run=<run folder>")
-    if not Path(cfg.run).is_dir():
+    if not isinstance(cfg.run, str) or not Path(cfg.run).is_dir():  # `run=0` is a number to Hydra
         raise UserError(f"run={cfg.run}: no such folder")
     if cfg.checkpoint not in CHECKPOINT_KINDS:
         raise UserError(f"checkpoint={cfg.checkpoint!r}: choose {' or '.join(CHECKPOINT_KINDS)}")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cnnexp.checks import check_values, is_integer, is_number
+from cnnexp.checks import check_values, is_finite, is_integer, is_number, seed_at
 from cnnexp.console import console
 from cnnexp.errors import UserError
 from cnnexp.runs.layout import VISUALIZE_DIR
@@ -30,14 +30,19 @@ def validate_visualize_config(cfg: DictConfig) -> None:
     """Refuse bad settings before the run is loaded."""
     validate_run_choice(cfg, "visualize")
     whole = (lambda v: is_integer(v) and v >= 1, "an integer >= 1")
-    at_least_0 = (lambda v: is_number(v) and v >= 0, "a number >= 0")
+    at_least_0 = (lambda v: is_finite(v) and v >= 0, "a finite number >= 0")
+    layer = lambda v: isinstance(v, str) or is_integer(v)  # noqa: E731
+    layers = (lambda v: v is None or layer(v) or (OmegaConf.is_list(v) and all(map(layer, v))),
+              "null, a layer's name or index, or a list of them (`cnnexp summary` lists the layers)")
     m = cfg.maximize
     check_values([
         *[(key, OmegaConf.select(cfg, key), *whole)
           for key in ("images", "feature_channels", "mistakes", "maximize.units", "maximize.steps")],
-        ("maximize.lr", m.lr, lambda v: is_number(v) and v > 0, "a number > 0"),
+        *[(key, cfg[key], *layers) for key in ("layers", "dense_layers")],
+        ("maximize.lr", m.lr, lambda v: is_finite(v) and v > 0, "a finite number > 0"),
         *[(f"maximize.{key}", m[key], *at_least_0) for key in ("decay", "l1", "l2", "tv", "jitter", "rotate")],
         ("maximize.scale", m.scale, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        seed_at("maximize.seed", m.seed),
     ])
     if cfg.maximize.param not in PARAMETERIZATIONS:
         raise UserError(f"maximize.param={cfg.maximize.param!r}: choose one of {', '.join(PARAMETERIZATIONS)}")
@@ -46,10 +51,13 @@ def validate_visualize_config(cfg: DictConfig) -> None:
 
 
 def settings_from_config(cfg: DictConfig) -> Settings:
+    """The maximization's settings, numbers as floats: `maximize.lr=1` arrives as a Python int, which
+    JAX refuses to trace once it exceeds 64 bits."""
     m = cfg.maximize
-    return Settings(steps=m.steps, lr=m.lr, optimizer=m.optimizer, param=m.param, decay=m.decay,
-                    regularizers=Regularizers(l1=m.l1, l2=m.l2, tv=m.tv),
-                    transforms=Transforms(jitter=m.jitter, scale=m.scale, rotate=m.rotate), seed=m.seed)
+    return Settings(steps=m.steps, lr=float(m.lr), optimizer=m.optimizer, param=m.param, decay=float(m.decay),
+                    regularizers=Regularizers(l1=float(m.l1), l2=float(m.l2), tv=float(m.tv)),
+                    transforms=Transforms(jitter=float(m.jitter), scale=float(m.scale), rotate=float(m.rotate)),
+                    seed=m.seed)
 
 
 class _Stages:
@@ -78,13 +86,13 @@ class _Visualization:
 
     def __init__(self, cfg: DictConfig, run: TrainedRun):
         self.cfg, self.run = cfg, run
-        self.out = run.run_dir / VISUALIZE_DIR
-        self.out.mkdir(exist_ok=True)
         self.layers = list_layers(run.model, run.data.input_shape)
         self.conv = (select_layers(self.layers, _as_list(cfg.layers)) if cfg.layers is not None
                      else conv_stages(self.layers))
         self.dense = (select_layers(self.layers, _as_list(cfg.dense_layers)) if cfg.dense_layers is not None
                       else hidden_dense(self.layers))
+        self.out = run.run_dir / VISUALIZE_DIR
+        self.out.mkdir(exist_ok=True)  # once the layers asked for exist: a refused call writes nothing
         self.gallery = Gallery(self.out, f"cnnexp visualize: {run.cfg.model.name} on {run.data.name}, "
                                          f"{run.checkpoint} checkpoint (epoch {run.epoch}), {run.run_dir}")
         self.record: dict[str, Any] = {"run": str(run.run_dir), "checkpoint": run.checkpoint, "epoch": run.epoch,

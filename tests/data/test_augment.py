@@ -97,8 +97,8 @@ def test_draws_follow_the_seed_and_the_step_only():
     ({"erase": 1.5}, r"invalid data.augment.erase=1.5: must be a probability in \[0, 1\]"),
 ])
 def test_bad_augment_options_are_one_line_errors(changes, message):
-    data_cfg = OmegaConf.create({"val_fraction": 0.1, "preprocess": "standardize", "whitening_epsilon": 0.01,
-                                "augment": OFF | changes})
+    data_cfg = OmegaConf.create({"name": "digits", "val_fraction": 0.1, "preprocess": "standardize",
+                                "whitening_epsilon": 0.01, "augment": OFF | changes})
     with pytest.raises(UserError, match=message):
         validate_data_options(data_cfg)
 

@@ -122,7 +122,7 @@ def test_saved_preprocessing_loads_back_bit_for_bit(tmp_path, kind):
     ({"whitening_epsilon": "small"}, "invalid data.whitening_epsilon='small'"),
 ])
 def test_bad_preprocess_options_are_one_line_errors(overrides, message):
-    data_cfg = OmegaConf.create({"val_fraction": 0.1, "preprocess": "zca", "whitening_epsilon": 0.01,
+    data_cfg = OmegaConf.create({"name": "digits", "val_fraction": 0.1, "preprocess": "zca", "whitening_epsilon": 0.01,
                                  "augment": {"translate": 0, "flip": False, "rotate": 0, "erase": 0.0}} | overrides)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         validate_data_options(data_cfg)

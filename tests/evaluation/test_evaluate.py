@@ -84,6 +84,16 @@ def test_a_model_with_dropout_is_evaluated(cnnexp, tmp_path, preset_runs):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_a_batch_beyond_the_test_split_is_the_split(cnnexp, tmp_path, evaluated):
+    # It was padded to the batch size: batch_size=10**9 allocated 60 GB of padding and failed.
+    run = copy_run(evaluated, tmp_path / "run", "evaluate")
+    result = cnnexp("evaluate", f"run={run}", "checkpoint=last", f"batch_size={10**9}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((run / "evaluate" / "evaluation.json").read_text())
+    original = json.loads((evaluated / "evaluate" / "evaluation.json").read_text())
+    assert evaluation["test_accuracy"] == original["test_accuracy"] and evaluation["test_examples"] == 360
+
+
 def test_a_sweep_folder_without_completed_runs_is_exit_2(cnnexp, tmp_path):
     (tmp_path / "sweep" / "0").mkdir(parents=True)
     (tmp_path / "sweep" / "0" / "summary.json").write_text(json.dumps({"status": "interrupted"}))

@@ -14,12 +14,14 @@ from flax import nnx
 from helpers.commands import assert_one_line_error, copy_run, read_summary, run_cnnexp
 from helpers.models import marked_slow
 from helpers.shared import build_once
+from omegaconf import OmegaConf
 
 from cnnexp.models import create_model, list_models
 from cnnexp.training.trained_run import load_trained_run
 from cnnexp.visualize.maximize import Regularizers, Settings, Target, maximize, unit_statistics
 from cnnexp.visualize.probe import Probe, conv_stages, hidden_dense, list_layers, select_layers
 from cnnexp.visualize.synthesis import ImageParam, Transforms
+from cnnexp.visualize.visualization import settings_from_config
 
 QUICK = ["maximize.steps=256", "maximize.units=12", "images=4", "mistakes=8"]
 
@@ -125,6 +127,18 @@ def test_l1_lowers_the_ink_of_every_image_and_images_are_not_constant(lenet):
 
 
 @pytest.mark.slow
+def test_integer_settings_beyond_64_bits_still_trace(lenet):
+    """`maximize.lr=12248133133189412864` is a Python int to Hydra; passed to JAX as is, it overflowed."""
+    run, _, real = lenet
+    cfg = OmegaConf.create({"maximize": {"steps": 1, "lr": 2**70, "optimizer": "sgd", "param": "pixel", "decay": 1,
+                                         "l1": 2**70, "l2": 0, "tv": 0, "jitter": 0, "scale": 0, "rotate": 0, "seed": 0}})
+    probe, target = Probe(run.model, []), Target(None, np.arange(2))
+    result = maximize(probe, target, settings_from_config(cfg), run.normalize, unit_statistics(probe, target, real),
+                      run.data.input_shape)
+    assert result.pixels.shape == (2, 8, 8, 1)
+
+
+@pytest.mark.slow
 def test_total_variation_makes_neighbouring_pixels_alike(lenet):
     run, layers, real = lenet
     probe = Probe(run.model, [])
@@ -172,9 +186,11 @@ def test_bad_input_is_one_line_and_exit_2(cnnexp, args, message):
 
 
 @pytest.mark.slow
-def test_unknown_layer_lists_the_choices(cnnexp, trained_run):
-    result = cnnexp("visualize", f"run={trained_run}", "layers=[conv9]")
+def test_unknown_layer_lists_the_choices_and_writes_nothing(cnnexp, lenet_run, tmp_path):
+    run = copy_run(lenet_run, tmp_path / "run", "visualize")
+    result = cnnexp("visualize", f"run={run}", "layers=[conv9]")
     assert result.returncode == 2 and "no layer 'conv9'" in result.stderr and "0:conv1" in result.stderr
+    assert not (run / "visualize").exists()
 
 
 @pytest.mark.parametrize("name", marked_slow([name for name in list_models() if name != "mlp"], ("densenet", "inception")))  # mlp: dense only
