@@ -271,7 +271,7 @@ def _size(values: Sequence[int]) -> str:
 
 def _kind(row: LayerRow) -> str:
     names = {"pool": f"{row.op} pool", "global_pool": f"global {row.op} pool",
-             "adaptive_pool": f"adaptive {row.op} pool"}
+             "adaptive_pool": f"adaptive {row.op} pool", "norm": f"{row.op} norm" if row.op else "norm"}
     return names.get(row.kind, row.kind)
 
 

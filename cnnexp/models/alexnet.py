@@ -20,7 +20,7 @@ parameters in the head; dropout 0.5 on both, as in AlexNet. No adaptive pool: th
 map size follows the input.
 
 The plain layout shared here (a conv/pool stack, then dense layers with dropout) is also
-what `simple_cnn` and `vgg` are built from: `ConvNet` and its `Classifier` head.
+what `simple_cnn`, `vgg` and `zfnet` are built from: `ConvNet` and its `Classifier` head.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from cnnexp.models.layers import (
     Conv2d,
     Dense,
     LayerOptions,
+    LocalResponseNorm,
     Norm,
     Padding,
     Pool2d,
@@ -67,6 +68,20 @@ class Pool:
     window: int = 2
     stride: int = 2
     floor: bool = False  # drop a last partial window (11 -> 5) unless the map is smaller than the window
+
+
+@dataclass(frozen=True)
+class ContrastNorm:
+    """Local response normalization across channels in a plain stack (`LocalResponseNorm`'s
+    defaults: AlexNet's constants, which ZF Net's "contrast normalization" reuses)."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+
+
+Step = Conv | Pool | ContrastNorm
 
 
 def map_size(size: int, window: int, stride: int, padding: Padding) -> int:
@@ -124,11 +139,11 @@ class Classifier(nnx.Module):
 
 
 class ConvNet(nnx.Module):
-    """A plain CNN: convolutions and pools in `plan` order, optionally an adaptive average pool to
-    `adaptive_pool` x `adaptive_pool`, then a `Classifier` with `hidden` dense layers. `width`
-    multiplies every convolution and hidden layer."""
+    """A plain CNN: convolutions, pools and contrast normalizations in `plan` order, optionally an
+    adaptive average pool to `adaptive_pool` x `adaptive_pool`, then a `Classifier` with `hidden`
+    dense layers. `width` multiplies every convolution and hidden layer."""
 
-    def __init__(self, plan: Sequence[Conv | Pool], hidden: Sequence[int], *, input_shape: tuple[int, int, int],
+    def __init__(self, plan: Sequence[Step], hidden: Sequence[int], *, input_shape: tuple[int, int, int],
                  num_classes: int, layers: LayerOptions, width: float, dropout: float,
                  adaptive_pool: int | None = None, dropout_before_hidden: bool = False, rngs: nnx.Rngs):
         check_width(width)
@@ -136,6 +151,9 @@ class ConvNet(nnx.Module):
         rows, cols, channels = input_shape
         features: list[nnx.Module] = []
         for step in plan:
+            if isinstance(step, ContrastNorm):  # the map keeps its size and depth
+                features.append(LocalResponseNorm(step.size, alpha=step.alpha, beta=step.beta, k=step.k))
+                continue
             if isinstance(step, Conv):
                 window, padding = step.kernel, layers.padding if step.padding is None else step.padding
                 out = scaled(step.channels, width)
@@ -160,7 +178,7 @@ class ConvNet(nnx.Module):
         return self.classifier(x)
 
 
-def _alexnet_plan(first: Conv) -> tuple[Conv | Pool, ...]:
+def _alexnet_plan(first: Conv) -> tuple[Step, ...]:
     """AlexNet's five convolutions and three overlapping 3/2 max pools, after `first`."""
     return (first, Pool(3, 2), Conv(192, 5), Pool(3, 2), Conv(384), Conv(256), Conv(256), Pool(3, 2))
 

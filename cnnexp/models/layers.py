@@ -33,12 +33,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnnexp import kernels
-from cnnexp.checks import is_number
+from cnnexp.checks import is_integer, is_number
 from cnnexp.errors import UserError
 from cnnexp.models import recording, reference_ops
 
 Padding = str | int
 Pads = tuple[tuple[int, int], tuple[int, int]]
+KernelSize = int | tuple[int, int]
 
 MAXOUT_PIECES = 2
 LECUN_NORMAL = nnx.initializers.lecun_normal()  # Flax's default kernel initializer
@@ -123,6 +124,14 @@ def check_dropout(dropout: object) -> None:
         raise UserError(f"model.dropout must be in [0, 1), not {dropout!r}")
 
 
+def check_counts(option: str, value: object, length: int, minimum: int, meaning: str) -> None:
+    """A UserError unless `model.<option>` is a list of `length` integers >= `minimum` (`meaning`:
+    what they count, for the message)."""
+    if (isinstance(value, str) or not isinstance(value, Sequence) or len(value) != length
+            or not all(is_integer(v) and v >= minimum for v in value)):
+        raise UserError(f"model.{option} must be {length} integers >= {minimum} ({meaning}), not {value!r}")
+
+
 def scaled(channels: int, width: float) -> int:
     """`channels` times the width multiplier, at least 1."""
     return max(1, round(channels * width))
@@ -198,18 +207,24 @@ def _size(*params: nnx.Param | None) -> int:
     return sum(math.prod(p.shape) for p in params if p is not None)
 
 
-class Conv2d(nnx.Module):
-    """A 2-D convolution with a square kernel (weights HWIO, optional bias)."""
+def kernel_window(kernel_size: KernelSize) -> tuple[int, int]:
+    """(rows, columns) of a kernel given by its side (square) or by both (Inception's 1x7 and 7x1)."""
+    return (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
+
+class Conv2d(nnx.Module):
+    """A 2-D convolution (weights HWIO, optional bias); `kernel_size` is one side of a square kernel
+    or (rows, columns) of a rectangular one."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: KernelSize, *, stride: int = 1,
                  padding: Padding = "same", use_bias: bool = True, impl: str = "auto",
                  kernel_init: nnx.Initializer = LECUN_NORMAL, rngs: nnx.Rngs):
         self.kernel_size, self.stride, self.padding, self.impl = kernel_size, stride, padding, impl
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (*kernel_window(kernel_size), in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        window = (self.kernel_size, self.kernel_size)
+        window = kernel_window(self.kernel_size)
         pads = _spatial_pads("convolution", x, window, self.stride, self.padding)
         kernel = self.kernel[...]
         with recording.scope():
@@ -355,11 +370,38 @@ class Norm(nnx.Module):
         return y
 
 
+class LocalResponseNorm(nnx.Module):
+    """Local response normalization across channels (Krizhevsky et al., 2012; the "contrast
+    normalization across feature maps" of Zeiler and Fergus, 2013): each activation is divided by
+    (k + alpha * sum of the squares of the `size` channels around it at the same pixel) ** beta,
+    so a strong response damps its neighbours'. No parameters. The defaults are AlexNet's (n=5,
+    k=2, alpha=1e-4, beta=0.75); PyTorch's `LocalResponseNorm` divides its alpha by `size`."""
+
+    def __init__(self, size: int = 5, *, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        with recording.scope():
+            # The window sums as one product with a band of ones: input channel j counts for output
+            # channel c when j - c is in [-(size // 2), (size - 1) // 2] (PyTorch's window; edge
+            # channels sum fewer). Forward and gradient, that ran 3-5x faster on 2 CPU cores than
+            # summing shifted slices, 4-8x faster than a reduce_window over the channel axis. The
+            # band is traced, not a NumPy constant: `cnnexp summary` of a huge model.width then
+            # allocates nothing.
+            channel = jnp.arange(x.shape[-1])
+            reach = channel[:, None] - channel[None, :]  # [j, c]: j - c
+            band = ((reach >= -(self.size // 2)) & (reach <= (self.size - 1) // 2)).astype(jnp.float32)
+            sums = jnp.matmul(x * x, band, precision=jax.lax.Precision.HIGHEST)
+            y = x / (self.k + self.alpha * sums) ** self.beta
+        recording.record(self, "norm", x, y, op="local response")
+        return y
+
+
 class ConvNormAct(nnx.Module):
     """Convolution, normalization, activation: the unit most CNNs are stacks of. The
     convolution makes `layers.pieces` channels per output channel, so maxout works here."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int, layers: LayerOptions, *,
+    def __init__(self, in_features: int, out_features: int, kernel_size: KernelSize, layers: LayerOptions, *,
                  stride: int = 1, padding: Padding | None = None, rngs: nnx.Rngs,
                  kernel_init: nnx.Initializer = LECUN_NORMAL):
         wide = out_features * layers.pieces

@@ -53,11 +53,12 @@ def list_layers(model: nnx.Module, input_shape: Sequence[int]) -> list[Layer]:
 
 def conv_stages(layers: list[Layer]) -> list[Layer]:
     """The last conv layer at each spatial resolution: one per stage of the network, where the
-    features of that scale are most developed (and the first conv, whose filters are shown as is)."""
+    features of that scale are most developed (and the first conv, whose filters are shown as is).
+    Last in call order, so a block whose branches go back and forth between two resolutions
+    (Inception-ResNet's reductions) still gives one layer per resolution."""
     convs = [layer for layer in layers if layer.kind == "conv"]
-    chosen = [convs[i] for i in range(len(convs))
-              if i + 1 == len(convs) or convs[i + 1].output_shape[:2] != convs[i].output_shape[:2]]
-    return sorted({id(layer): layer for layer in [*convs[:1], *chosen]}.values(), key=lambda layer: layer.index)
+    last = {layer.output_shape[:2]: layer for layer in convs}
+    return sorted({id(layer): layer for layer in [*convs[:1], *last.values()]}.values(), key=lambda layer: layer.index)
 
 
 def hidden_dense(layers: list[Layer]) -> list[Layer]:

@@ -1,4 +1,4 @@
-"""The PyTorch twins of resnet, inception and densenet compute the cnnexp models' function: same
+"""The PyTorch twins of resnet, inception, inception_resnet and densenet compute the cnnexp models' function: same
 parameter count, and the same logits once the Flax weights are copied over."""
 
 import pytest
@@ -87,6 +87,11 @@ CASES = {
     "inception_cpu": ("inception", {"width": 0.125}, FASHION),
     "inception_naive_avg_leaky": ("inception", {"width": 0.0625, "reduce": False, "pool": "avg",
                                                 "activation": "leaky_relu"}, FASHION),
+    "inception_resnet_cpu": ("inception_resnet", {"width": 0.125, "blocks": [1, 2, 1]}, FASHION),
+    "inception_resnet_v2_avg_gelu_no_norm": ("inception_resnet", {"variant": "v2", "width": 0.0625, "blocks": [1, 1, 1],
+                                                                  "pool": "avg", "activation": "gelu", "norm": "none",
+                                                                  "residual_scale": 0.5}, CIFAR),
+    "inception_resnet_digits": ("inception_resnet", {"width": 0.0625, "blocks": [1, 1, 1]}, (8, 8, 1)),
     "densenet_cpu": ("densenet", {"growth_rate": 8, "block_layers": [4, 4, 4]}, FASHION),
     "densenet_imagenet_stem_tanh": ("densenet", {"growth_rate": 4, "block_layers": [2, 3], "stem": "imagenet",
                                                     "activation": "tanh", "compression": 0.7}, CIFAR),
@@ -136,7 +141,10 @@ def test_resnet_training_forward_uses_and_updates_batch_statistics_alike():
     ("resnet", {"padding": "valid"}, FASHION, "model.padding"),
     ("densenet", {"stem": "tiny"}, FASHION, "stem='tiny'"),
     ("inception", {}, (4, 4, 1), "1-pixel map"),
-], ids=["resnet_maxout", "inception_maxout", "unknown_option", "unknown_stem", "inception_tiny_images"])
+    ("inception_resnet", {"activation": "maxout"}, FASHION, "activation='maxout'"),
+    ("inception_resnet", {"variant": "v4"}, FASHION, "variant='v4'"),
+], ids=["resnet_maxout", "inception_maxout", "unknown_option", "unknown_stem", "inception_tiny_images",
+        "inception_resnet_maxout", "inception_resnet_unknown_variant"])
 def test_unmirrored_options_raise(name, overrides, shape, message):
     with pytest.raises(UnsupportedReference, match=message):
         reference_model(name, model_options(name, **overrides), input_shape=shape, num_classes=10)

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from cnnexp.bench.torch_models import UnsupportedReference, reference_model, reference_names  # noqa: E402
 from cnnexp.bench.torch_models.transfer import copy_weights  # noqa: E402
 from cnnexp.models import count_params, create_model  # noqa: E402
+from cnnexp.models.layers import LocalResponseNorm  # noqa: E402
 
 SHAPE = (28, 28, 1)  # Fashion-MNIST
 NARROW = {"width": 0.25}  # the *_fashion_mnist_cpu presets
@@ -34,8 +35,12 @@ FORWARD_CASES = [
     ("alexnet-avg-leaky", "alexnet", {**NARROW, "pool": "avg", "activation": "leaky_relu"}),
     ("alexnet_lite-cpu", "alexnet_lite", NARROW),
     ("alexnet_lite-batch-maxout", "alexnet_lite", {**NARROW, "norm": "batch", "activation": "maxout"}),
+    ("zfnet-cpu", "zfnet", {**NARROW, "norm": "batch"}),
+    ("zfnet-imagenet-avg-tanh", "zfnet", {**NARROW, "variant": "imagenet", "pool": "avg", "activation": "tanh"}),
+    ("zfnet-no-contrast-norm-maxout-wide-middle", "zfnet", {**NARROW, "contrast_norm": False, "activation": "maxout",
+                                                            "middle_widths": [512, 1024, 512]}),
 ]
-FULL_WIDTH = ["lenet", "mlp", "simple_cnn", "vgg", "alexnet", "alexnet_lite"]
+FULL_WIDTH = ["lenet", "mlp", "simple_cnn", "vgg", "alexnet", "alexnet_lite", "zfnet"]
 
 
 def _options(name: str, overrides: dict) -> dict:
@@ -104,11 +109,25 @@ def test_same_weights_give_the_same_logits(name, overrides):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_contrast_normalization_matches_where_it_bites():
+    # With the random weights above the sums of squares are far below k = 2, so the layer is nearly a
+    # constant factor there; activations of about 30 make its neighbourhood sums count.
+    flax_norm = next(m for _, m in _flax_model("zfnet", _options("zfnet", NARROW)).iter_modules()
+                     if isinstance(m, LocalResponseNorm))
+    torch_norm = next(m for m in reference_model("zfnet", _options("zfnet", NARROW), input_shape=SHAPE,
+                                                 num_classes=10).modules() if isinstance(m, torch.nn.LocalResponseNorm))
+    x = np.random.default_rng(3).normal(0, 30, (2, 5, 5, 12)).astype(np.float32)
+    with torch.no_grad():
+        got = torch_norm(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got, np.asarray(flax_norm(x)), rtol=1e-5)
+
+
 @pytest.mark.parametrize(("name", "overrides", "message"), [
     ("lenet", {"norm": "batch"}, "option"),
     ("vgg", {"variant": "vgg99"}, "vgg99"),
     ("simple_cnn", {"activation": "swish"}, "swish"),
-], ids=["unknown-option", "unknown-variant", "unknown-activation"])
+    ("zfnet", {"variant": "tiny"}, "variant='tiny'"),
+], ids=["unknown-option", "unknown-variant", "unknown-activation", "zfnet-unknown-variant"])
 def test_what_the_reference_cannot_mirror_raises(name, overrides, message):
     with pytest.raises(UnsupportedReference, match=message):
         reference_model(name, _options(name, overrides), input_shape=SHAPE, num_classes=10)

@@ -21,7 +21,7 @@ from cnnexp.models.recording import LayerRecord
 SMALL = (8, 8, 1)
 CLASSES = 7
 # Tracing and compiling these takes seconds a test: their rows are slow.
-HEAVY = ("alexnet", "densenet", "inception")
+HEAVY = ("alexnet", "densenet", "inception", "inception_resnet")
 
 
 def _filled(abstract: nnx.Module) -> nnx.Module:

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.skipif(not kernels.available(), reason="oneDNN kernels
 
 STEPS, BATCH = 20, 32
 # Narrow and shallow where a family has the option: the comparison, not the size, is the point.
-SMALL = {"width": 0.25, "block_layers": [2, 2, 2]}
+SMALL = {"width": 0.25, "block_layers": [2, 2, 2], "blocks": [1, 1, 1]}
 IMPLEMENTATIONS = {"onednn": dict.fromkeys(("conv_impl", "pool_impl", "norm_impl"), "onednn"),
                    "xla": dict.fromkeys(("conv_impl", "pool_impl", "norm_impl"), "library")}
 

@@ -26,7 +26,7 @@ CLASSES = 10
 BATCH = 16
 # Their real builds (the initializers compile once per parameter shape) and first compilations take
 # seconds each: their rows are slow.
-HEAVY = ("alexnet", "alexnet_lite", "densenet", "inception", "resnet", "speednet", "vgg")
+HEAVY = ("alexnet", "alexnet_lite", "densenet", "inception", "inception_resnet", "resnet", "speednet", "vgg", "zfnet")
 
 
 def plain(tree):
@@ -37,7 +37,7 @@ def plain(tree):
 
 
 # Fewer layers where a family's depth is an option of its own (DenseNet-BC-100 has 48 dense layers).
-FEWER_LAYERS = {"densenet": {"block_layers": [2, 2, 2]}}
+FEWER_LAYERS = {"densenet": {"block_layers": [2, 2, 2]}, "inception_resnet": {"blocks": [1, 1, 1]}}
 
 
 def small_options(name: str) -> dict:
@@ -145,7 +145,8 @@ def test_dropout_is_random_in_training_mode_only(name):
     assert jnp.array_equal(forward(model, x), forward(model, x))
 
 
-@pytest.mark.parametrize("name", marked_slow(list_models(), ("densenet", "inception")))  # tracing them takes seconds
+# Tracing these takes seconds.
+@pytest.mark.parametrize("name", marked_slow(list_models(), ("densenet", "inception", "inception_resnet")))
 def test_model_config_lists_every_option_with_the_builders_default(name):
     """conf/model/<name>.yaml is the user's reference: it must match what the builder takes."""
     config = OmegaConf.to_container(OmegaConf.load(CONF_MODEL / f"{name}.yaml"))

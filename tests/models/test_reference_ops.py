@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from cnnexp.models import create_model
+from cnnexp.models.layers import kernel_window
 from cnnexp.models.reference_ops import im2col_conv2d, masked_max_pool
 
 TOLERANCE = 1e-5
@@ -31,6 +32,8 @@ CONV_CASES = [
     (stride, kernel, PADDINGS[(i + j) % 4], CHANNELS[(i + j) % 3], CHANNELS[(i + 2 * j + 1) % 3], BATCHES[j % 3])
     for i, stride in enumerate(STRIDES)
     for j, kernel in enumerate(KERNELS)
+] + [  # Inception-ResNet's one-dimensional kernels, (rows, columns)
+    (1, (1, 7), ((0, 0), (3, 3)), 3, 8, 2), (2, (3, 1), ((1, 1), (0, 0)), 8, 3, 1),
 ]
 # Windows 2 and 3, strides 1 and 2 overlap, stride 3 leaves gaps; padding smaller than the window.
 POOL_CASES = [
@@ -47,7 +50,8 @@ def full_float32_matmuls():
 
 def conv_id(case) -> str:
     stride, kernel, ((top, bottom), (left, right)), cin, cout, batch = case
-    return f"stride{stride}-k{kernel}-pad{top}{bottom}{left}{right}-c{cin}to{cout}-n{batch}"
+    rows, cols = kernel_window(kernel)
+    return f"stride{stride}-k{rows}x{cols}-pad{top}{bottom}{left}{right}-c{cin}to{cout}-n{batch}"
 
 
 def pool_id(case) -> str:
@@ -97,7 +101,7 @@ def conv_results(case):
     stride, kernel, pads, cin, cout, batch = case
     rng = np.random.default_rng(CONV_CASES.index(case))
     x = rng.standard_normal((batch, 9, 8, cin), np.float32)
-    w = rng.standard_normal((kernel, kernel, cin, cout), np.float32)
+    w = rng.standard_normal((*kernel_window(kernel), cin, cout), np.float32)
     ours, lib = (lambda x, w: im2col_conv2d(x, w, stride, pads)), (lambda x, w: library_conv(x, w, stride, pads))
     cotangent = random_cotangent(rng, lib, x, w)
     return x, w, cotangent, value_and_grads(ours, cotangent, x, w), value_and_grads(lib, cotangent, x, w)

@@ -193,7 +193,7 @@ def test_unknown_layer_lists_the_choices_and_writes_nothing(cnnexp, lenet_run, t
     assert not (run / "visualize").exists()
 
 
-@pytest.mark.parametrize("name", marked_slow([name for name in list_models() if name != "mlp"], ("densenet", "inception")))  # mlp: dense only
+@pytest.mark.parametrize("name", marked_slow([name for name in list_models() if name != "mlp"], ("densenet", "inception", "inception_resnet")))  # mlp: dense only
 def test_every_model_can_be_probed_at_its_conv_stages(name):
     model = nnx.eval_shape(lambda: create_model(name, {}, input_shape=(32, 32, 3), num_classes=10, rngs=nnx.Rngs(0)))
     model.eval()  # abstract: shapes only, nothing allocated

@@ -1,11 +1,13 @@
-"""PyTorch twins of cnnexp's branched models: ResNet, GoogLeNet (`inception`) and DenseNet-BC.
+"""PyTorch twins of cnnexp's branched models: ResNet, GoogLeNet (`inception`), Inception-ResNet and
+DenseNet-BC.
 
 Every module keeps the attribute path of its Flax counterpart (`stages.1.0.units.0.conv`,
 `stages.0.layers.1.branch3.layers.0.norm`, ...), so `transfer.copy_weights` maps the weights one
 to one. The layer tables (depths, widths, growth) come from the cnnexp modules themselves, so the
-two sides cannot drift apart. Every kernel is odd, so cnnexp's "same" padding is PyTorch's
-symmetric `k // 2`; its "ceil" pools are PyTorch's `ceil_mode`, and its pools never count padded
-pixels (max pads with -inf, average divides by the real pixels: `count_include_pad=False`).
+two sides cannot drift apart. Every kernel side is odd, so cnnexp's "same" padding is PyTorch's
+symmetric `k // 2` (per side for Inception-ResNet's 1x7 and 7x1 kernels); its "ceil" pools are
+PyTorch's `ceil_mode`, and its pools never count padded pixels (max pads with -inf, average
+divides by the real pixels: `count_include_pad=False`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from cnnexp.bench.torch_models.common import ACTIVATIONS, LAYER_CHOICES, Activat
 from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
 from cnnexp.models.densenet import BOTTLENECK_WIDTH
 from cnnexp.models.inception import STAGES, STEM_CHANNELS, BlockWidths
-from cnnexp.models.layers import scaled
+from cnnexp.models.inception_resnet import HALVING_POOL, VARIANTS, Branch, Design, check_design
+from cnnexp.models.layers import KernelSize, kernel_window, scaled
 from cnnexp.models.resnet import BOTTLENECK_EXPANSION, DEPTHS, STAGE_CHANNELS, STEMS, choose_stem
 
 # No maxout: it reshapes the channels of the layer before it, which these twins do not mirror.
@@ -44,9 +47,10 @@ class _Layers:
         """cnnexp's `Norm`; norm=none is nothing."""
         return batch_norm(channels) if enabled and self.norm == "batch" else nn.Identity()
 
-    def conv(self, in_features: int, out_features: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
-        """A "same" convolution (odd kernel), with a bias only when there is no batch norm."""
-        return nn.Conv2d(in_features, out_features, kernel_size, stride, padding=kernel_size // 2,
+    def conv(self, in_features: int, out_features: int, kernel_size: KernelSize, stride: int = 1) -> nn.Conv2d:
+        """A "same" convolution (odd kernel sides), with a bias only when there is no batch norm."""
+        rows, cols = kernel_window(kernel_size)
+        return nn.Conv2d(in_features, out_features, (rows, cols), stride, padding=(rows // 2, cols // 2),
                          bias=self.norm == "none")
 
 
@@ -81,7 +85,8 @@ class _Sequential(nn.Module):
 class ConvNormAct(nn.Module):
     """Convolution, batch norm, activation (cnnexp's `ConvNormAct`)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int, layers: _Layers, stride: int = 1):
+    def __init__(self, in_features: int, out_features: int, kernel_size: KernelSize, layers: _Layers,
+                 stride: int = 1):
         super().__init__()
         self.conv = layers.conv(in_features, out_features, kernel_size, stride)
         self.norm = layers.batch_norm(out_features)
@@ -302,6 +307,99 @@ def inception(options: dict[str, Any], *, input_shape: tuple[int, int, int], num
             raise UnsupportedReference(f"the PyTorch inception cannot pool a 1-pixel map ({input_shape[:2]} images)")
         size = max(math.ceil((size - 3) / 2), 0) + 1
     return GoogLeNet(input_shape[2], num_classes, layers, **own)
+
+
+# Inception-ResNet --------------------------------------------------------------------------------
+
+
+def _units(in_features: int, branch: Branch, layers: _Layers, width: float) -> tuple[list[nn.Module], int]:
+    """A branch's conv-BN-activation units, in order, and its output channels."""
+    units, channels = [], in_features
+    for spec in branch:
+        out = scaled(spec.channels, width)
+        units.append(ConvNormAct(channels, out, spec.kernel, layers, spec.stride))
+        channels = out
+    return units, channels
+
+
+def _branches(in_features: int, branches: tuple[Branch, ...], layers: _Layers, width: float
+              ) -> tuple[nn.ModuleList, int]:
+    """Parallel branches and the depth of their concatenation."""
+    built = [_units(in_features, branch, layers, width) for branch in branches]
+    return nn.ModuleList([_Sequential(*units) for units, _ in built]), sum(channels for _, channels in built)
+
+
+class ResidualInceptionBlock(nn.Module):
+    """Branches concatenated, a linear 1x1 projection (with bias) back to the input depth, scaled,
+    added to the input, then the activation."""
+
+    def __init__(self, in_features: int, branches: tuple[Branch, ...], layers: _Layers, *, width: float,
+                 scale: float):
+        super().__init__()
+        self.branches, mixed = _branches(in_features, branches, layers, width)
+        self.project = nn.Conv2d(mixed, in_features, 1)
+        self.act, self.scale = layers.act(), scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = torch.cat([branch(x) for branch in self.branches], dim=1)
+        return self.act(x + self.scale * self.project(mixed))
+
+
+class ReductionBlock(nn.Module):
+    """Stride-2 convolution branches beside a 3x3/2 "same" pool, concatenated."""
+
+    def __init__(self, in_features: int, branches: tuple[Branch, ...], layers: _Layers, *, width: float):
+        super().__init__()
+        self.branches, convolved = _branches(in_features, branches, layers, width)
+        self.pool = _pool(layers.pool, *HALVING_POOL, "same")
+        self.out_features = convolved + in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([*(branch(x) for branch in self.branches), self.pool(x)], dim=1)
+
+
+class InceptionResNet(nn.Module):
+    """Stem, A blocks, reduction A, B blocks, reduction B, C blocks, global average pool, dropout, dense."""
+
+    def __init__(self, in_channels: int, num_classes: int, layers: _Layers, *, design: Design, blocks: list[int],
+                 residual_scale: float, width: float, dropout: float):
+        super().__init__()
+        before_pool, after_pool = design.stem
+        first, channels = _units(in_channels, before_pool, layers, width)
+        second, channels = _units(channels, after_pool, layers, width)
+        self.stem = _Sequential(*first, _pool(layers.pool, *HALVING_POOL, "same"), *second)
+        stages = []
+        for count, block, reduction in zip(blocks, (design.block_a, design.block_b, design.block_c),
+                                           (design.reduction_a, design.reduction_b, None), strict=True):
+            stage: list[nn.Module] = [
+                ResidualInceptionBlock(channels, block, layers, width=width, scale=residual_scale)
+                for _ in range(count)
+            ]
+            if reduction is not None:
+                stage.append(ReductionBlock(channels, reduction, layers, width=width))
+                channels = stage[-1].out_features
+            stages.append(nn.ModuleList(stage))
+        self.stages = nn.ModuleList(stages)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+        return self.head(self.dropout(x.mean(dim=(2, 3))))
+
+
+@register_reference("inception_resnet")
+def inception_resnet(options: dict[str, Any], *, input_shape: tuple[int, int, int],
+                     num_classes: int) -> InceptionResNet:
+    layers, own = _options("inception_resnet", options, variant="v1", blocks=(5, 10, 5), residual_scale=0.2,
+                           width=1.0, dropout=0.2, activation="relu", pool="max", norm="batch")
+    choose("inception_resnet", "variant", own["variant"], VARIANTS)
+    check_design(own["variant"], own["blocks"])
+    return InceptionResNet(input_shape[2], num_classes, layers, design=VARIANTS[own.pop("variant")],
+                           blocks=list(own.pop("blocks")), **own)
 
 
 # DenseNet ----------------------------------------------------------------------------------------

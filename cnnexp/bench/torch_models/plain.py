@@ -1,4 +1,4 @@
-"""PyTorch twins of the plain (unbranched) models: lenet, mlp, simple_cnn, vgg, alexnet, alexnet_lite.
+"""PyTorch twins of the plain (unbranched) models: lenet, mlp, simple_cnn, vgg, alexnet, alexnet_lite, zfnet.
 
 The modules carry the Flax attribute paths (`features.0.conv`, `classifier.hidden.1`, `fc1`, ...)
 so `transfer.copy_weights` maps weights by name. Layer shapes and padding come from cnnexp's own
@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnexp.bench.torch_models.common import ACTIVATIONS, batch_norm, check_options
+from cnnexp.bench.torch_models.common import ACTIVATIONS, batch_norm, check_options, choose
 from cnnexp.bench.torch_models.registry import UnsupportedReference, register_reference
-from cnnexp.models.alexnet import Conv, Pool, map_size
+from cnnexp.models.alexnet import Conv, ContrastNorm, Pool, Step, map_size
 from cnnexp.models.layers import MAXOUT_PIECES, Padding, resolve_padding, scaled
 from cnnexp.models.lenet import PAPER_INPUT_SIZE
 from cnnexp.models.vgg import IMAGENET_MIN_SIZE, VARIANTS
+from cnnexp.models.zfnet import MIDDLE_WIDTHS, zfnet_layout
+from cnnexp.models.zfnet import VARIANTS as ZFNET_VARIANTS
 
 Size = tuple[int, ...]  # (rows, cols)
 
@@ -98,10 +100,10 @@ class Classifier(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """cnnexp's `ConvNet`: the `plan` of convolutions and pools, an optional adaptive average pool,
-    then a `Classifier`; `o.width` multiplies every convolution and hidden layer."""
+    """cnnexp's `ConvNet`: the `plan` of convolutions, pools and contrast normalizations, an optional
+    adaptive average pool, then a `Classifier`; `o.width` multiplies every convolution and hidden layer."""
 
-    def __init__(self, plan: Sequence[Conv | Pool], hidden: Sequence[int], o: SimpleNamespace, *,
+    def __init__(self, plan: Sequence[Step], hidden: Sequence[int], o: SimpleNamespace, *,
                  input_shape: tuple[int, int, int], num_classes: int, adaptive_pool: int | None = None,
                  dropout_before_hidden: bool = False):
         super().__init__()
@@ -109,7 +111,9 @@ class ConvNet(nn.Module):
         size: Size = (rows, cols)
         features: list[nn.Module] = []
         for step in plan:
-            if isinstance(step, Conv):
+            if isinstance(step, ContrastNorm):  # torch divides its alpha by the window, cnnexp does not
+                features.append(nn.LocalResponseNorm(step.size, alpha=step.alpha * step.size, beta=step.beta, k=step.k))
+            elif isinstance(step, Conv):
                 out = scaled(step.channels, o.width)
                 padding = o.padding if step.padding is None else step.padding
                 conv, size = _conv(channels, out * _pieces(o), step.kernel, step.stride, padding, size)
@@ -213,3 +217,12 @@ def alexnet_lite(options: dict[str, Any], *, input_shape: tuple[int, int, int], 
     o = _options("alexnet_lite", options, activation="relu", pool="max", norm="none", padding="same", width=1.0, dropout=0.5)
     return ConvNet(_alexnet_plan(Conv(64, 5)), (1024, 1024), o, input_shape=input_shape, num_classes=num_classes,
                    dropout_before_hidden=True)
+
+
+@register_reference("zfnet")
+def zfnet(options: dict[str, Any], *, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
+    o = _options("zfnet", options, activation="relu", pool="max", norm="none", padding="same", variant="auto",
+                 contrast_norm=True, middle_widths=MIDDLE_WIDTHS, width=1.0, dropout=0.5)
+    choose("zfnet", "variant", o.variant, ZFNET_VARIANTS)
+    plan, hidden = zfnet_layout(o.variant, input_shape, o.contrast_norm, o.middle_widths)
+    return ConvNet(plan, hidden, o, input_shape=input_shape, num_classes=num_classes)
