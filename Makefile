@@ -16,11 +16,11 @@ KERNEL_SOURCES := setup.py $(wildcard cnnexp/kernels/src/*)
 DATASET_PACKAGE := dataset-fashion-mnist
 ARGS ?=
 
-.PHONY: help setup compiler dataset run test test-fast bench bench-layers gpu-carry gpu-check speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize clean
+.PHONY: help setup compiler dataset run test test-fast bench bench-layers gpu-carry gpu-check speedrun reproduce-zoo reproduce-zoo-gpu reproduce-losses reproduce-activations reproduce-invariance reproduce-finetune reproduce-visualize reproduce-lr-find clean
 
 # The model zoo and the seeds of `make reproduce-zoo`; each sweep gets a new folder, so an earlier
 # reproduction is never overwritten.
-ZOO := lenet simple_cnn alexnet alexnet_lite vgg inception resnet densenet
+ZOO := lenet simple_cnn alexnet alexnet_lite zfnet vgg inception resnet inception_resnet densenet
 # The models of `make reproduce-invariance`: the dense-only mlp beside CNNs with and without
 # multi-size filters (inception) and residual sums (resnet).
 INVARIANCE_MODELS := lenet simple_cnn mlp resnet inception
@@ -88,7 +88,7 @@ test: setup $(BENCH_STAMP)  ## run the test suite
 test-fast: setup $(BENCH_STAMP)  ## run the fast tests only: no command started, no model trained (about a minute on 2 cores)
 	$(BIN)/pytest -q -n auto -m "not slow" $(ARGS)
 
-bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~4 min on 2 cores)
+bench: setup $(BENCH_STAMP)  ## speed of every model beside PyTorch on this device; table into docs/bench.md (~5 min on 2 cores)
 	$(BIN)/cnnexp bench bench.doc=docs/bench.md $(ARGS)
 
 # A lent GPU machine reaches no package registry and runs another Python (3.12): `make gpu-carry`
@@ -105,7 +105,7 @@ gpu-check:  ## on a GPU: install the carry, bench the full presets beside torch.
 bench-layers: setup  ## time im2col conv and reference max pool against XLA's (make bench-layers ARGS='--quick')
 	$(BIN)/python -m cnnexp.bench.layers $(ARGS)
 
-reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~40 min on 2 cores); report + docs/results.md
+reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~65 min on 2 cores); report + docs/results.md
 	$(call reproduce,experiment=$(call presets,$(ZOO),_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
@@ -155,6 +155,13 @@ reproduce-visualize: setup  ## train LeNet (CPU preset), cnnexp visualize it, co
 	$(BIN)/cnnexp visualize run=$(VISUALIZE_DIR)
 	mkdir -p docs/visualize
 	cp $(foreach f,$(README_FIGURES),$(VISUALIZE_DIR)/visualize/$(f).png) docs/visualize/
+
+# The README's figure of `cnnexp lr-find`: the range test of the default config.
+LR_FIND_DIR := outputs/reproduce/lr_find/$(NOW)
+reproduce-lr-find: setup  ## the learning-rate range test of LeNet on Fashion-MNIST with AdamW (~40 s on 2 cores), its plot to docs/lr_find/
+	$(BIN)/cnnexp lr-find paths.output_dir=$(LR_FIND_DIR) $(ARGS)
+	mkdir -p docs/lr_find
+	cp $(LR_FIND_DIR)/lr_find/*/lr_find.png docs/lr_find/
 
 clean:  ## remove the virtualenv and build files (keeps outputs/)
 	rm -rf $(VENV) build dist *.egg-info

@@ -24,6 +24,8 @@ COMMANDS = {
                      "train"),
     "summary": Command("a model's layers, shapes, parameters, MACs and receptive fields, without training: "
                        "cnnexp summary model=<name> data=<name>", "summary"),
+    "lr-find": Command("a learning rate to train with: the loss while the rate grows from tiny to huge "
+                       "(a range test): cnnexp lr-find [train overrides] [lr_find.key=value ...]", "lr_find"),
     "visualize": Command("what a trained run has learned: filters, feature maps, activation maximization, "
                          "saliency, mistakes: cnnexp visualize run=<run folder>", "visualize"),
     "evaluate": Command("a trained run on its test split, and on shifted, rotated, scaled copies: "

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from cnnexp.checks import check_values, folder_at
 from cnnexp.data import validate_data_options
 from cnnexp.runs.summary import objective_direction
+from cnnexp.runs.trackers import validate_logger_options
 from cnnexp.training.options import validate_training_options
 
 
@@ -20,3 +21,4 @@ def validate_config(cfg: DictConfig) -> None:
     # Before Hydra creates the run folder below them: a file where a folder must go is one line here.
     folders = ("output_dir", "runs_dir", "data_dir", "jax_cache_dir")
     check_values([folder_at(f"paths.{key}", cfg.paths[key]) for key in folders])
+    validate_logger_options(cfg.get("logger"))  # a tracker's missing library too: one line, not a run without it

@@ -105,18 +105,33 @@ def share_run_folder(overrides: list[str], cfg: DictConfig) -> list[str]:
 
 def check_sweep_objective(args: list[str]) -> None:
     """A wrong `objective=` is wrong for every job of a sweep: refuse it before any job starts."""
+    for value in sweep_values(args, "objective"):
+        objective_direction(str(value))
+
+
+def sweep_values(args: list[str], key: str) -> list[object]:
+    """Every value the overrides in `args` give `key`, each of a sweep's values included."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    given = [a for a in args if override_key(a) == "objective"]
+    given = [a for a in args if override_key(a) == key]
     try:
         overrides = OverridesParser.create().parse_overrides(given)
     except HydraException as error:
         raise UserError(" ".join(str(error).split())) from None
+    values: list[object] = []
     for override in overrides:
-        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
-        for value in values:
-            objective_direction(str(value))
+        values.extend(override.sweep_iterator() if override.is_sweep_override() else [override.value()])
+    return values
+
+
+def check_sweep_trackers(args: list[str]) -> None:
+    """A tracker whose library is missing fails every job of a sweep: refuse it before any job starts."""
+    from cnnexp.runs.trackers import check_installed
+
+    for value in sweep_values(args, "logger"):
+        for name in value if isinstance(value, list) else [value]:
+            check_installed(str(name))
 
 
 def check_sweep_processes(args: list[str]) -> None:
@@ -190,6 +205,7 @@ def run(args: list[str]) -> int:
     elif "-m" in flags or "--multirun" in flags:
         args = continue_sweep(args)
         check_sweep_objective(args)
+        check_sweep_trackers(args)
         check_sweep_processes(args)
     exit_status = 0
 

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 # Keys (dotted, each with everything below it) that say where a run lives, how it is shown or
 # what a sweeper reads from it, not what it computes.
 BOOKKEEPING_KEYS = ("hydra", "resume", "resume_failed", "paths", "objective", "data.data_dir", "data.source_dir",
-                    "data.download", "trainer.progress", "trainer.distributed", "trainer.checkpoint_every_minutes")
+                    "data.download", "trainer.progress", "trainer.distributed", "trainer.checkpoint_every_minutes",
+                    "logger")
 # How layers are computed, not what: every implementation computes the same function, so a run
 # continues (resume=latest) under another one. Reports still tell them apart (their speed differs).
 IMPLEMENTATION_KEYS = ("model.conv_impl", "model.pool_impl", "model.norm_impl")

@@ -58,9 +58,11 @@ class Experiment:
 
 def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int, *,
                      steps_per_epoch: int, initialize: Initializer | None = None,
-                     parallel: DataParallel | None = None) -> Experiment:
+                     parallel: DataParallel | None = None, schedule: optax.Schedule | None = None) -> Experiment:
     """Everything a run of `cfg` computes with, on images of `input_shape` (H, W, C). The schedule
-    spans `trainer.epochs` of `steps_per_epoch`; `parallel` splits each batch across devices."""
+    spans `trainer.epochs` of `steps_per_epoch`, unless `schedule` replaces it (`cnnexp lr-find`'s
+    ramp: the rate is a function of the step inside the compiled step, so it never recompiles);
+    `parallel` splits each batch across devices."""
     trainer = cfg.trainer
     # Run folders saved before an option existed are built with its default (loading a trained run).
     precision, ema_decay = trainer.get("precision", "float32"), trainer.get("ema_decay")
@@ -70,7 +72,8 @@ def build_experiment(cfg: DictConfig, input_shape: tuple[int, int, int], num_cla
     if initialize is not None:
         initialize(model, output)
     groups = param_groups(cfg.optim.get("groups"), leaf_paths(nnx.state(model, nnx.Param)), output)
-    schedule = build_schedule(cfg.schedule, cfg.optim.lr, trainer.epochs * steps_per_epoch, steps_per_epoch)
+    if schedule is None:
+        schedule = build_schedule(cfg.schedule, cfg.optim.lr, trainer.epochs * steps_per_epoch, steps_per_epoch)
     tx = build_optimizer(cfg.optim, schedule, groups)
     model.train()
     train_graphdef, state = init_state(model, tx, ema=ema_decay is not None)

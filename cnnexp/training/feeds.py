@@ -13,10 +13,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from omegaconf import DictConfig
 
-from cnnexp.data.dataset import Split
-from cnnexp.data.stream import StreamedSplit, batches, epoch_rows, on_device
+from cnnexp.data.dataset import ImageDataset, Split
+from cnnexp.data.stream import StreamedSplit, batches, epoch_rows, on_device, stream_workers
 from cnnexp.training.builder import Experiment
+from cnnexp.training.parallel import DataParallel
 from cnnexp.training.steps import LeafStep, TrainState, epoch_order
 
 Place = Callable[[Any], Any]  # host arrays -> device arrays (replicated, or split across devices)
@@ -113,3 +115,23 @@ class StreamEval(_Stream):
         shard_rows = rows.reshape(-1, self.batch_size)[:, self.shard].reshape(-1)
         for index, (images, labels) in enumerate(self._batches(shard_rows)):
             yield images, labels, np.int32(count - index * self.batch_size), np.int32(0)
+
+
+def stream_options(data: ImageDataset, data_cfg: DictConfig, batch_size: int,
+                   parallel: DataParallel | None) -> dict[str, Any]:
+    """How a streamed split of `data` is read and placed: each process reads its own rows of every
+    batch (all of them in a single process) and places them on its devices."""
+    place_batch, rows = ((jax.device_put, slice(None)) if parallel is None
+                         else (parallel.place_batch, parallel.shard(batch_size)))
+    return {"place_batch": place_batch, "stored_shape": data.stored_shape, "workers": stream_workers(data_cfg),
+            "shard": rows}
+
+
+def train_feed(data: ImageDataset, data_cfg: DictConfig, *, batch_size: int, seed: int, place: Place,
+               parallel: DataParallel | None) -> MemoryFeed | StreamFeed:
+    """The training split's feed as `cnnexp train` reads it (and `cnnexp lr-find`, which trains the
+    same way): on the device, or streamed from disk."""
+    if not data.streamed:
+        return MemoryFeed(data.train, batch_size=batch_size, seed=seed, place=place)
+    return StreamFeed(data.train, batch_size=batch_size, seed=seed,
+                      **stream_options(data, data_cfg, batch_size, parallel))

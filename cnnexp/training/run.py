@@ -28,9 +28,10 @@ from cnnexp.runs.checkpoints import RunCheckpoints, abstract_like
 from cnnexp.runs.layout import PREPROCESSING_FILE
 from cnnexp.runs.metrics import MetricsLog
 from cnnexp.runs.summary import environment, read_summary, write_summary
+from cnnexp.runs.trackers.fanout import Trackers
 from cnnexp.training.builder import build_experiment, fit_to_training_data
 from cnnexp.training.distributed import any_process, host_value, is_main_process
-from cnnexp.training.feeds import MemoryEval, MemoryFeed, StreamEval, StreamFeed
+from cnnexp.training.feeds import MemoryEval, StreamEval, stream_options, train_feed
 from cnnexp.training.init_from import initialize_from, resolve_source
 from cnnexp.training.interrupts import CheckpointClock, StopRequests
 from cnnexp.training.optim import REST_GROUP
@@ -56,6 +57,7 @@ class Trainer:
         # In a run of several processes, process 0 alone writes the run folder's files; all of them
         # compute, and write their parts of each checkpoint.
         self.writes_files = is_main_process()
+        self.trackers = Trackers()  # started by `fit` (in process 0 only), finished by `_close`
         self.clock_start = time.perf_counter()
         resumed = read_summary(run_dir) if cfg.resume else None
         self.summary: dict[str, Any] = {
@@ -161,26 +163,18 @@ class Trainer:
 
     def _make_feeds(self) -> None:
         """The training feed and the evaluation splits' feeds: on the device, or streamed."""
-        data, batch_size, eval_batch_size, place = self.data, self.batch_size, self.eval_batch_size, self.place
+        data, eval_batch_size, place = self.data, self.eval_batch_size, self.place
         self.summary["data_path"] = "streamed" if data.streamed else "in_memory"
+        self.feed = train_feed(data, self.cfg.data, batch_size=self.batch_size, seed=self.cfg.seed, place=place,
+                               parallel=self.parallel)
         if not data.streamed:
-            self.feed = MemoryFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place=place)
             self.eval_feeds = {name: MemoryEval(split, batch_size=eval_batch_size, place=place)
                                for name, split in (("val", data.val), ("test", data.test))}
             return
-        workers = stream_workers(self.cfg.data)
-        # Each process reads its own rows of every batch (all of them in a single process).
-        if self.parallel is None:
-            place_batch, train_rows, eval_rows = jax.device_put, slice(None), slice(None)
-        else:
-            place_batch = self.parallel.place_batch
-            train_rows, eval_rows = self.parallel.shard(batch_size), self.parallel.shard(eval_batch_size)
         log.info("streaming %s from disk: %d Grain worker process(es), images stored at %s",
-                 data.name, workers, "x".join(map(str, data.stored_shape)))
-        self.feed = StreamFeed(data.train, batch_size=batch_size, seed=self.cfg.seed, place_batch=place_batch,
-                               stored_shape=data.stored_shape, workers=workers, shard=train_rows)
-        self.eval_feeds = {name: StreamEval(split, batch_size=eval_batch_size, place_batch=place_batch,
-                                            stored_shape=data.stored_shape, workers=workers, shard=eval_rows)
+                 data.name, stream_workers(self.cfg.data), "x".join(map(str, data.stored_shape)))
+        stream = stream_options(data, self.cfg.data, eval_batch_size, self.parallel)
+        self.eval_feeds = {name: StreamEval(split, batch_size=eval_batch_size, **stream)
                            for name, split in (("val", data.val), ("test", data.test))}
 
     def _initialize(self, preprocessing: Preprocessing, model: nnx.Module, output: str) -> None:
@@ -265,7 +259,10 @@ class Trainer:
         """Train to the last epoch (or until stopped), evaluate the test split, summarize."""
         cfg, trainer = self.cfg, self.cfg.trainer
         first_step = int(self.meta["step"])
-        metrics = MetricsLog(self.run_dir, resume_step=first_step if cfg.resume else None) if self.writes_files else None
+        resume_step = first_step if cfg.resume else None
+        metrics = MetricsLog(self.run_dir, resume_step, forward=self.trackers.log) if self.writes_files else None
+        if self.writes_files:
+            self.trackers.start(cfg, self.run_dir, resume_step)
         self.trained_images, self.train_time = 0, 0.0
         processes = jax.process_count()
         clock = CheckpointClock(trainer.checkpoint_every_minutes, processes)
@@ -335,9 +332,10 @@ class Trainer:
         return TrainingInterrupted(f"interrupted by {received.name} {where}", received.name, int(received))
 
     def _close(self, metrics: MetricsLog | None) -> Exception | None:
-        """Finish the checkpoint writes still under way, close the logs and write the final summary.
-        Never raises, so that the error that stopped a run is the one reported: returns the first
-        thing that failed (a background checkpoint write, say), which also fails the run."""
+        """Finish the checkpoint writes still under way, close the logs, write the final summary and
+        send it to the trackers. Never raises, so that the error that stopped a run is the one
+        reported: returns the first thing that failed (a background checkpoint write, say), which
+        also fails the run."""
         failures = []
         for finish in (self.checkpoints.wait, self.checkpoints.close, *([metrics.close] if metrics else [])):
             try:
@@ -356,6 +354,7 @@ class Trainer:
             self.write_summary()
         except RunFolderWriteError as error:
             failures.append(error)
+        self.trackers.finish(self.summary)
         for later in failures[1:]:
             log.warning("also: %s", later)
         return failures[0] if failures else None

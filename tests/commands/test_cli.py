@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow  # every test here runs the installed command
 def test_help_lists_the_commands(cnnexp):
     result = cnnexp("--help")
     assert result.returncode == 0
-    for command in ("train", "summary", "visualize", "evaluate", "report"):
+    for command in ("train", "summary", "lr-find", "visualize", "evaluate", "report"):
         assert f"\n  {command} " in result.stdout
 
 
@@ -22,7 +22,7 @@ def test_visualize_help_shows_its_settings(cnnexp):
 def test_train_help_shows_the_config_groups(cnnexp):
     result = cnnexp("train", "--help")
     assert result.returncode == 0
-    for line in ("model: alexnet, alexnet_lite, densenet, inception, lenet, mlp, resnet, simple_cnn, speednet, vgg", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, onecycle, step",
+    for line in ("model: alexnet, alexnet_lite, densenet, inception, inception_resnet, lenet, mlp, resnet, simple_cnn, speednet, vgg, zfnet", "optim: adam, adamw, momentum, nesterov, sgd", "schedule: constant, cosine, onecycle, step",
                  "hparams_search: lr_wd, simple_cnn_design"):
         assert line in result.stdout
 

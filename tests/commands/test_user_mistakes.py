@@ -1,5 +1,6 @@
-"""Whatever a user types after `cnnexp train|summary|evaluate|visualize|bench`, the command ends with
-exit status 0 or 2 and never a traceback, and a refused command leaves no run folder behind.
+"""Whatever a user types after `cnnexp train|summary|evaluate|visualize|bench|lr-find`, the command ends
+with exit status 0 or 2 (or lr-find's 1 for a range without a valley) and never a traceback, and a
+refused command leaves no run folder behind.
 
 Hypothesis draws the overrides (unknown keys and near misses of real ones, real keys with values of
 the wrong type, out of range, bad paths, unicode or empty, malformed override syntax) after a tiny
@@ -34,7 +35,7 @@ from omegaconf import OmegaConf
 from cnnexp.app.compose import compose_config
 from cnnexp.app.extensions import register_hydra_extensions
 from cnnexp.cli import main
-from cnnexp.runs.layout import is_run_folder
+from cnnexp.runs.layout import LR_FIND_FILE, is_run_folder
 from cnnexp.runs.naming import unique_name
 
 pytestmark = pytest.mark.slow  # valid examples train, evaluate, visualize and bench for real
@@ -50,9 +51,13 @@ BASES = {
                   "maximize.steps=1"],
     "bench": ["model=lenet", "data=digits", "trainer.batch_size=64", "bench.steps=1", "bench.repeats=1",
               "bench.warmup=0", "bench.eval_batches=1", "bench.reference=none", "bench.peak=false"],
+    "lr-find": ["data=digits", "trainer.batch_size=64", "trainer.progress=false", "lr_find.steps=10"],
 }
 # Examples per command (hundreds in all), fewer where a valid example costs more.
-EXAMPLES = {"train": 50, "summary": 60, "evaluate": 50, "visualize": 40, "bench": 40}
+EXAMPLES = {"train": 50, "summary": 60, "evaluate": 50, "visualize": 40, "bench": 40, "lr-find": 30}
+# Valid input whose command finds nothing, by design exit status 1 with this in its output: a range
+# test whose loss has no valley between the rates it was given.
+FOUND_NOTHING = {"lr-find": "no suggestion: "}
 
 # Keys that accept any size, never drawn huge: the cost of a valid example grows with them, or a
 # huge one is valid but makes the run diverge (exit status 1 by design: TrainingDiverged). Huge
@@ -61,12 +66,14 @@ UNBOUNDED_KEYS = frozenset({
     "trainer.epochs", "trainer.eval_batch_size", "trainer.log_every_steps", "trainer.checkpoint_keep",
     "optim.lr", "optim.weight_decay", "schedule.gamma", "data.image_size", "input_shape", "num_classes",
     "images", "feature_channels", "mistakes", "maximize.units", "maximize.steps", "translations", "rotations",
-    "scales", "bench.steps", "bench.repeats", "bench.warmup", "bench.eval_batches",
+    "scales", "bench.steps", "bench.repeats", "bench.warmup", "bench.eval_batches", "model.blocks",
+    "lr_find.steps",
 })
 # Valid group options that train a big model or download a dataset: drawn for summary only, which
 # builds no weights and reads no data.
 COSTLY_OPTIONS = {
-    "model": {"alexnet", "alexnet_lite", "densenet", "inception", "resnet", "speednet", "vgg", "simple_cnn"},
+    "model": {"alexnet", "alexnet_lite", "densenet", "inception", "inception_resnet", "resnet", "speednet", "vgg",
+              "simple_cnn", "zfnet"},
     "data": {"cifar10", "fashion_mnist", "mnist", "tfds"},
     "experiment": {p.stem for p in (CONF / "experiment").glob("*.yaml")},
 }
@@ -105,11 +112,13 @@ def _leaf_keys(node: object, prefix: str = "") -> list[str]:
 
 @functools.cache
 def real_keys(command: str) -> tuple[str, ...]:
-    """Every leaf key of `command`'s composed base config (bench: its own options and train's)."""
+    """Every leaf key of `command`'s composed base config (bench, lr-find: their own options and train's)."""
     register_hydra_extensions()
     if command == "bench":
         options = OmegaConf.load(CONF / "bench.yaml")
         return tuple(f"bench.{key}" for key in _leaf_keys(options)) + real_keys("train")
+    if command == "lr-find":
+        return tuple(_leaf_keys(OmegaConf.load(CONF / "lr_find.yaml"))) + real_keys("train")
     keys = _leaf_keys(compose_config(command, [o.replace(RUN, ".") for o in BASES[command]]))
     # Options of the other models: a mistake for the base model, checked by the model registry.
     model_keys = {f"model.{k}" for p in (CONF / "model").glob("*.yaml") for k in OmegaConf.load(p)}
@@ -121,7 +130,7 @@ def groups(command: str) -> dict[str, list[str]]:
     """Config group -> its options under conf/, for the groups `command` composes (Hydra's own,
     `data/augment`, and train's `experiment` and `hparams_search`, which are null by default)."""
     tops = {key.split(".")[0] for key in real_keys(command)} | {"hydra"}
-    if command in ("train", "bench"):
+    if command in ("train", "bench", "lr-find"):
         tops |= {"experiment", "hparams_search"}
     found = {}
     for folder in sorted(p for p in CONF.rglob("*") if p.is_dir() and any(p.glob("*.yaml"))):
@@ -228,9 +237,9 @@ def _files(folder: Path) -> set[str]:
 
 
 def _run_folders(folder: Path) -> set[Path]:
-    """Run folders (a composed config or a summary.json) anywhere below `folder`."""
+    """Run folders (a composed config or a summary.json), and range tests' folders, anywhere below `folder`."""
     configs = {p.parent.parent for p in folder.rglob("config.yaml")}
-    return {*run_dirs(folder), *filter(is_run_folder, configs)}
+    return {*run_dirs(folder), *filter(is_run_folder, configs), *(p.parent for p in folder.rglob(LR_FIND_FILE))}
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +272,8 @@ def check_command(command: str, extra: list[str], arena: Path) -> None:
         before = _files(run) if run else set()
         outcome = run_in_process(args, cwd)
         shown = f"cnnexp {' '.join(map(repr, args))}\n{outcome.output[-4000:]}"
-        assert outcome.status in (0, 2), shown
+        found_nothing = outcome.status == 1 and command in FOUND_NOTHING and FOUND_NOTHING[command] in outcome.output
+        assert outcome.status in (0, 2) or found_nothing, shown
         assert "Traceback" not in outcome.output, shown
         if outcome.status == 2:
             assert outcome.output.rstrip().splitlines()[-1].startswith("cnnexp"), shown  # its one-line error
@@ -314,3 +324,9 @@ def test_visualize(arena, extra):
 def test_bench(arena, extra):
     check_command("bench", extra, arena)
 
+
+
+@_property("lr-find")
+@given(extra=mistakes("lr-find"))
+def test_lr_find(arena, extra):
+    check_command("lr-find", extra, arena)
