@@ -28,6 +28,15 @@ SLOW = ["data=digits", f"trainer.epochs={EPOCHS}", "trainer.batch_size=16", "tra
 EVERY_TRACKER = ["logger=[tensorboard,csv,mlflow,wandb]", "logger.wandb.mode=offline"]
 
 
+def _made_folder(path: Path) -> bool:
+    """Whether `path` could be made a folder now (False while a file of that name exists)."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return path.is_dir()
+    return True
+
+
 def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -117,7 +126,9 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_the_run_completes(cnnexp, 
     run = wait_for(process, lambda: live_run(tmp_path)[0], lambda run: bool(logged_records(run)))
     # SQLite writes through a journal file beside the database: a folder in its place fails MLflow's
     # next write (a disk I/O error, or "unable to open database file"), as a full disk would.
-    (tmp_path / "outputs" / "mlruns" / "mlflow.db-journal").mkdir()
+    # SQLite deletes the journal after each transaction: the folder goes in between two.
+    journal = tmp_path / "outputs" / "mlruns" / "mlflow.db-journal"
+    wait_for(process, lambda: journal if _made_folder(journal) else None, lambda _: True)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stdout + stderr, stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from omegaconf import DictConfig
@@ -17,13 +18,17 @@ from cnnexp.runs.trackers.base import (
     summary_numbers,
 )
 
-# The writer's thread waits up to flush_secs at a time, and Python's waits have a limit: an hour at most.
+# An hour at most between writes to disk: a crash would lose more of the curves than anyone wants.
 MAX_FLUSH_SECS = 3600
 
 
 class TensorBoardTracker(Tracker):
     """Scalars as `<split>/<name>` by step; at the end the config and summary.json's numbers in the
-    HParams tab, so that `tensorboard --logdir <sweep folder>` compares a sweep's runs in one table."""
+    HParams tab, so that `tensorboard --logdir <sweep folder>` compares a sweep's runs in one table.
+
+    Events are written in this thread (tensorboardX's EventsWriter), not by SummaryWriter's thread:
+    when that thread dies (a full disk), its queue fills and the next write blocks the run forever;
+    here a failed write raises, and the tracker is turned off."""
 
     @staticmethod
     def option_checks(options: DictConfig) -> list[Check]:
@@ -31,25 +36,41 @@ class TensorBoardTracker(Tracker):
                  f"an integer from 1 to {MAX_FLUSH_SECS}")]
 
     def start(self, run: TrackedRun) -> dict[str, str]:
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
         self._run, self._step = run, run.resume_step or 0
-        self._writer = SummaryWriter(str(run.run_dir / TENSORBOARD_DIR), flush_secs=self.options.flush_secs)
+        folder = run.run_dir / TENSORBOARD_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        self._events = EventsWriter(str(folder / "events"))  # the file name SummaryWriter gives
+        self._next_flush = time.monotonic() + self.options.flush_secs
         return {}
 
     def log(self, record: dict[str, Any]) -> None:
+        from tensorboardX.summary import scalar
+
         self._step = record["step"]
         for tag, value in metric_values(record).items():
-            self._writer.add_scalar(tag, value, self._step)
+            self._write(scalar(tag, value), self._step)
+        if time.monotonic() >= self._next_flush:
+            self._events.flush()
+            self._next_flush = time.monotonic() + self.options.flush_secs
 
     def finish(self, summary: dict[str, Any]) -> None:
-        from tensorboardX.summary import hparams
+        from tensorboardX.summary import hparams, scalar, text
 
         numbers = {f"summary/{key}": value for key, value in summary_numbers(summary).items()}
         for event in hparams(flat_config(self._run.config), numbers):
-            self._writer.file_writer.add_summary(event)
+            self._write(event, None)
         for tag, value in numbers.items():
-            self._writer.add_scalar(tag, value, self._step)
+            self._write(scalar(tag, value), self._step)
         if (checkpoint := best_checkpoint(self._run.run_dir)) is not None:
-            self._writer.add_text("best_checkpoint", checkpoint, self._step)
-        self._writer.close()
+            self._write(text("best_checkpoint", checkpoint), self._step)
+        self._events.close()
+
+    def _write(self, summary: Any, step: int | None) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        event = Event(summary=summary, wall_time=time.time())
+        if step is not None:
+            event.step = step
+        self._events.write_event(event)
