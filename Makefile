@@ -105,7 +105,7 @@ gpu-check:  ## on a GPU: install the carry, bench the full presets beside torch.
 bench-layers: setup  ## time im2col conv and reference max pool against XLA's (make bench-layers ARGS='--quick')
 	$(BIN)/python -m cnnexp.bench.layers $(ARGS)
 
-reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~65 min on 2 cores); report + docs/results.md
+reproduce-zoo: setup  ## every zoo model on Fashion-MNIST, CPU budgets, 3 seeds (~45-65 min on 2 cores); report + docs/results.md
 	$(call reproduce,experiment=$(call presets,$(ZOO),_cpu),outputs/reproduce/zoo_cpu/$(NOW),zoo-cpu,reproduce-zoo)
 
 reproduce-zoo-gpu: setup  ## the same with the full presets (for a machine with a GPU)
