@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,9 +65,18 @@ def wandb_runs(outputs: Path, run_id: str) -> list[Path]:
     return sorted((outputs / "wandb").glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb"), key=started)
 
 
-def wandb_run(path: Path) -> dict:
+def wandb_run(path: Path, wait_s: float = 30) -> dict:
     """One offline W&B run read back: its run record (id, project, group, config), its history
-    (step -> {key: value}), its summary updates, and the files it uploads."""
+    (step -> {key: value}), its summary updates, and the files it uploads. W&B's service process
+    writes the log after the run's `finish` returns: read again (up to `wait_s`) until the run
+    record is there."""
+    deadline = time.monotonic() + wait_s
+    while (found := _read_wandb_run(path))["run"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _read_wandb_run(path: Path) -> dict:
     found = {"run": None, "history": {}, "summary": {}, "files": []}
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
